@@ -1,0 +1,38 @@
+"""The detector contract: two verbs, serialisable state, no I/O, no wall clock.
+
+Like river's anomaly detectors, `score_one` never changes the model and `learn_one` never
+scores; whether to learn from a scored minute is the filter's decision (`detectors.filter`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self
+
+from detectors.features import MinuteWindow
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A detector's answer for one minute: a calibrated score in [0, 1] and why."""
+
+    score: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+    # Short human phrase with the numbers, e.g. "calls 412/min vs baseline 9/min (46x)".
+    reason: str = ""
+    # Scored against cold-start floors, not a learnt baseline: always learnt from, or a new
+    # identity that starts busy would never build a baseline of its own.
+    cold: bool = False
+
+
+class Detector(Protocol):
+    name: str
+
+    def score_one(self, window: MinuteWindow) -> Verdict: ...
+
+    def learn_one(self, window: MinuteWindow) -> None: ...
+
+    def to_state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self: ...

@@ -1,0 +1,27 @@
+"""Every detector meterguard runs, by name. `streams/` builds them from here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from detectors.base import Detector
+from detectors.filter import LearningFilter
+from detectors.spike import SpikeDetector
+
+# name -> (fresh detector, detector from saved state)
+REGISTRY: dict[str, tuple[Callable[[], Detector], Callable[[dict[str, Any]], Detector]]] = {
+    "spike": (SpikeDetector, SpikeDetector.from_state),
+}
+
+
+def new_filter(name: str) -> LearningFilter:
+    make, _ = REGISTRY[name]
+    return LearningFilter(make())
+
+
+def filter_from_state(name: str, state: dict[str, Any] | None) -> LearningFilter:
+    if state is None:
+        return new_filter(name)
+    _, restore = REGISTRY[name]
+    return LearningFilter(restore(state["model"]), refused_in_a_row=int(state["refused_in_a_row"]))

@@ -1,0 +1,179 @@
+"""Wire models shared by every package: the contracts of ../shared/DESIGN.md.
+
+Pure pydantic v2, no I/O. `streams`, `detectors` and `sinks` may all import this module;
+it imports none of them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from meterguard.timeutil import parse_event_time
+
+# Printable: no C0/C1 control characters, no DEL. Spaces and unicode letters are fine.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_ATTRIBUTES_BYTES = 16_384
+
+EventKind = Literal["llm.call", "tool.call", "api.call"]
+Severity = Literal["info", "warning", "critical"]
+
+
+class MeteringEvent(BaseModel):
+    """One metered call by one non-human identity."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=False)
+
+    event_id: str = Field(min_length=1, max_length=128)
+    identity: str = Field(min_length=1, max_length=256)
+    event_time: datetime
+    kind: EventKind = "llm.call"
+    team: str | None = None
+    tenant: str | None = None
+    environment: str | None = None
+    workload: str | None = None
+    credential_id: str | None = None
+    source: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    operation: str | None = None
+    endpoint: str | None = None
+    tool_name: str | None = None
+    input_tokens: int = Field(default=0, ge=0, strict=False)
+    output_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
+    cost_usd: Decimal = Field(default=Decimal(0), ge=0)
+    status: Literal["ok", "error"] = "ok"
+    error_type: str | None = None
+    latency_ms: float | None = Field(default=None, ge=0)
+    request_fingerprint: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    caller_identity: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    ingest_time: datetime | None = None
+
+    @field_validator("identity", "event_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("event_time", "ingest_time", mode="before")
+    @classmethod
+    def _parse_time(cls, value: Any) -> Any:
+        return None if value is None else parse_event_time(value)
+
+    @field_validator("input_tokens", "output_tokens", "cached_tokens", mode="before")
+    @classmethod
+    def _whole_tokens(cls, value: Any) -> Any:
+        # JSON producers send 12.0 for 12; accept that, refuse 12.5 and booleans.
+        if isinstance(value, bool):
+            raise ValueError("must be an integer, not a boolean")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError("must be a whole number")
+            return int(value)
+        return value
+
+    @field_validator("cost_usd", mode="before")
+    @classmethod
+    def _exact_cost(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        # str(float) is the shortest repr, so 0.1 stays 0.1 instead of 0.1000000000000000055…
+        return Decimal(str(value)) if isinstance(value, float) else value
+
+    @model_validator(mode="after")
+    def _fold_unknown_fields(self) -> MeteringEvent:
+        """Unknown top-level fields are kept in `attributes`, never an error (DESIGN.md)."""
+        extra = self.__pydantic_extra__
+        if extra:
+            merged = {**extra, **self.attributes}
+            object.__setattr__(self, "attributes", merged)
+            self.__pydantic_extra__.clear()
+        return self
+
+    @property
+    def event_time_ms(self) -> int:
+        return int(self.event_time.timestamp() * 1000)
+
+    @property
+    def cost_nano_usd(self) -> int:
+        """Cost in integer nano-dollars: exact sums in Redis, no float drift."""
+        return int((self.cost_usd * 1_000_000_000).to_integral_value())
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class DeadLetter(BaseModel):
+    """An input that could not become a MeteringEvent: original bytes and the reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    error: str
+    raw: str
+    raw_encoding: Literal["text", "base64"] = "text"
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    ingest_time: datetime
+
+
+class ThrottleLimits(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+class ThrottleCommand(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    command_id: str
+    identity: str
+    action: Literal["throttle", "block", "release"]
+    limits: ThrottleLimits = ThrottleLimits()
+    reason: str
+    alert_id: str | None = None
+    issued_at: datetime
+    expires_at: datetime
+    version: int
+
+    def is_expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    alert_id: str
+    identity: str
+    detector: str
+    severity: Severity
+    score: float = Field(ge=0, le=1)
+    status: Literal["firing", "resolved"]
+    title: str
+    summary: str
+    evidence: dict[str, Any]
+    window_start: datetime
+    window_end: datetime
+    event_time: datetime
+    team: str | None = None
+    environment: str | None = None
+    throttle_command_id: str | None = None
+
+
+def utc_now() -> datetime:
+    """The one place that reads the wall clock for ingest times (never for windows)."""
+    return datetime.now(UTC)

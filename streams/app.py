@@ -1,0 +1,131 @@
+"""The Faust app: two thin agents around the pure decode and the shared batch pipeline.
+
+    metering.raw --decode_agent--> metering.events (keyed by identity) --score_agent-->
+        meterguard.alerts, meterguard.throttle (+ Redis throttle keys), metering.dlq
+
+Re-keying by identity puts every event of one identity in one partition, so one worker at a
+time owns an identity's windows and detector state (Redis stays correct either way: dedupe
+and windows are atomic per identity, and checkpoints are compare-and-set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+import faust
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from meterguard.models import DeadLetter, MeteringEvent, utc_now
+from streams.decode import Origin, dead_letter, decode, decode_event_json
+from streams.pipeline import BatchOutcome, Pipeline
+from streams.settings import Settings
+from streams.window_store import WindowStore
+
+log = logging.getLogger("meterguard")
+T = TypeVar("T")
+
+
+def create_app(settings: Settings) -> faust.App:
+    if not settings.redis_url:
+        raise ValueError("MG_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0)")
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker,
+        topic_partitions=settings.topic_partitions,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        consumer_auto_offset_reset="earliest",
+        web_port=settings.web_port,
+        store="memory://",  # no Faust Tables: state lives in Redis (INFRA-NOTES)
+    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    raw, events = raw_topic(settings.topic_raw), raw_topic(settings.topic_events)
+    dlq, alerts = raw_topic(settings.topic_dlq), raw_topic(settings.topic_alerts)
+    throttle = raw_topic(settings.topic_throttle)
+    redis_client = aioredis.Redis.from_url(settings.redis_url)
+    store = WindowStore(redis_client, settings.store_config())
+    pipeline = Pipeline(store, settings.policy)
+    skew = timedelta(seconds=settings.max_future_skew_s)
+
+    @app.agent(raw)
+    async def decode_agent(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            now = utc_now()
+            dead = 0
+            for event in batch:
+                msg = event.message
+                origin = Origin(msg.topic, msg.partition, msg.offset)
+                result = _safe_decode(event.value, now, origin, skew)
+                if isinstance(result, DeadLetter):
+                    dead += 1
+                    await dlq.send(key=event.key, value=result.model_dump_json().encode())
+                else:
+                    await events.send(key=result.identity.encode(), value=result.to_json())
+            if dead:
+                await _retrying(
+                    lambda d=dead: redis_client.hincrby(  # type: ignore[misc]
+                        f"{settings.key_prefix}:stats", "events_dead_lettered", d
+                    )
+                )
+
+    @app.agent(events)
+    async def score_agent(stream: faust.StreamT) -> None:
+        async for values in stream.take(settings.batch_size, within=settings.batch_seconds):
+            batch = [decode_event_json(v) for v in values]
+            outcome = await _retrying(lambda b=batch: pipeline.process(b))  # type: ignore[misc]
+            await _publish(outcome)
+            lost = await _retrying(lambda o=outcome: pipeline.commit(o, utc_now()))  # type: ignore[misc]
+            if lost:
+                log.info("checkpoint race lost for %d identities; re-scored next batch", len(lost))
+
+    async def _publish(outcome: BatchOutcome) -> None:
+        for alert in outcome.alerts:
+            await alerts.send(key=alert.identity.encode(), value=alert.model_dump_json().encode())
+            log.warning("ALERT %s %s %s", alert.severity, alert.status, alert.summary)
+        for command in outcome.commands:
+            await throttle.send(
+                key=command.identity.encode(), value=command.model_dump_json().encode()
+            )
+        if outcome.alerts or outcome.commands:
+            # Delivered before the checkpoint: a crash now repeats ids, never loses them.
+            await app.producer.flush()
+
+    app.meterguard_store = store  # type: ignore[attr-defined]
+    return app
+
+
+def _safe_decode(
+    raw: bytes | None, now, origin: Origin, skew: timedelta
+) -> MeteringEvent | DeadLetter:
+    if raw is None:
+        return dead_letter(b"", "empty_message", "message has no value", now, origin)
+    try:
+        return decode(raw, now, origin, skew)
+    except Exception as exc:  # decode is total; this is the last line of defence
+        return dead_letter(raw, "internal_error", repr(exc), now, origin)
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], attempts: int = 30) -> T:
+    """Redis blips must not kill an agent: back off and retry (the batch is idempotent)."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("redis unavailable (%s); retry %d in %.1fs", exc, attempt, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")

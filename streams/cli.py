@@ -1,0 +1,194 @@
+"""`meterguard` command line: worker, simulate, replay, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from meterguard.timeutil import parse_event_time
+from streams.settings import Settings
+
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Runtime-metering anomaly pipeline for non-human identities.",
+)
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+        settings.policy  # noqa: B018 - validate the policy file before anything starts
+        return settings
+    except ValueError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@cli.command()
+def worker(
+    web_port: Annotated[int | None, typer.Option(help="HTTP port (default MG_WEB_PORT)")] = None,
+    without_web: Annotated[
+        bool, typer.Option(help="serve no HTTP (several workers, one host)")
+    ] = False,
+    loglevel: str = "info",
+) -> None:
+    """Run a Faust worker: metering.raw -> windows in Redis -> alerts and throttle commands."""
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    settings = _settings()
+    if not settings.kafka_broker:
+        err.print("[red]MG_KAFKA_BROKER is not set[/red] (e.g. kafka://127.0.0.1:9092)")
+        raise typer.Exit(2)
+    asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings)))
+    app = create_app(settings)
+    argv = ["meterguard", "worker", "--loglevel", loglevel]
+    argv += ["--without-web"] if without_web else ["--web-port", str(web_port or settings.web_port)]
+    sys.argv = argv
+    app.main()
+
+
+def topic_specs(settings: Settings) -> list:
+    from streams.topics import TopicSpec
+
+    p = settings.topic_partitions
+    return [
+        TopicSpec(settings.topic_raw, p),
+        TopicSpec(settings.topic_events, p),
+        TopicSpec(settings.topic_dlq, p),
+        TopicSpec(settings.topic_alerts, p),
+        TopicSpec(settings.topic_throttle, p, compacted=True),
+    ]
+
+
+@cli.command()
+def simulate(
+    out: Annotated[Path | None, typer.Option(help="write JSONL here instead of Kafka")] = None,
+    identities: int = 300,
+    minutes: int = 240,
+    seed: int = 7,
+    incidents: int = 3,
+    start: Annotated[
+        str | None, typer.Option(help="RFC 3339; default: `minutes` before now")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Kafka only: simulated minutes per wall minute")
+    ] = 60.0,
+    labels_out: Annotated[Path | None, typer.Option(help="write incident labels (JSONL)")] = None,
+) -> None:
+    """Synthetic metering traffic with injected incidents, to a JSONL file or to Kafka."""
+    import orjson
+
+    from streams.simulate import SimConfig, generate, plan_incidents
+    from streams.traffic import PacedClock, produce_paced, write_jsonl
+
+    begin = (
+        parse_event_time(start)
+        if start
+        else _minute_floor(datetime.now(UTC) - timedelta(minutes=minutes))
+    )
+    cfg = SimConfig(
+        identities=identities, start=begin, minutes=minutes, seed=seed, incidents=incidents
+    )
+    if labels_out:
+        labels_out.write_bytes(
+            b"".join(
+                orjson.dumps(
+                    {"kind": i.kind, "identity": i.identity, "start": i.start, "end": i.end}
+                )
+                + b"\n"
+                for i in plan_incidents(cfg)
+            )
+        )
+    started = time.monotonic()
+
+    def progress(n: int) -> None:
+        err.print(f"\r{n:,} events ({n / max(time.monotonic() - started, 1e-6):,.0f}/s)", end="")
+
+    if out is not None:
+        count = write_jsonl(generate(cfg), out, progress)
+    else:
+        settings = _settings()
+        count = asyncio.run(
+            produce_paced(
+                generate(cfg),
+                settings.bootstrap,
+                settings.topic_raw,
+                PacedClock(begin, speed),
+                progress,
+            )
+        )
+    err.print(f"\n{count:,} events written")
+
+
+@cli.command()
+def replay(
+    events: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL events")],
+    alerts_out: Annotated[Path, typer.Option(help="alerts (JSONL)")],
+    throttles_out: Annotated[Path, typer.Option(help="throttle commands (JSONL)")],
+    scores_out: Annotated[
+        Path | None, typer.Option(help="per-event detector scores (JSONL)")
+    ] = None,
+    dlq_out: Annotated[Path | None, typer.Option(help="dead letters (JSONL)")] = None,
+    batch_size: int = 5000,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """The worker's windows, detectors and policy on a file, in order, in a fresh namespace."""
+    from streams.embedded import EmbeddedRedis
+    from streams.replay import ReplayOutputs, replay_file
+
+    settings = _settings()
+    outputs = ReplayOutputs(alerts_out, throttles_out, scores_out, dlq_out)
+    started = time.monotonic()
+    if settings.redis_url:
+        summary = asyncio.run(
+            replay_file(events, outputs, settings, settings.redis_url, batch_size, progress)
+        )
+    else:
+        with EmbeddedRedis() as server:
+            summary = asyncio.run(
+                replay_file(events, outputs, settings, server.url, batch_size, progress)
+            )
+    elapsed = time.monotonic() - started
+    err.print(
+        f"{summary.events:,} events ({summary.dead_letters:,} dead letters, "
+        f"{summary.stats.get('events_duplicate', 0):,} duplicates, "
+        f"{summary.stats.get('events_late', 0):,} late) -> {summary.alerts:,} alerts, "
+        f"{summary.commands:,} throttle commands in {elapsed:.1f}s "
+        f"({summary.lines / max(elapsed, 1e-9):,.0f} lines/s)"
+    )
+
+
+@cli.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="stop after S seconds (default: Ctrl-C)")
+    ] = None,
+    identities: int = 150,
+    speed: Annotated[float, typer.Option(help="simulated minutes per wall minute")] = 40.0,
+) -> None:
+    """The embedded default: broker + Redis + worker + synthetic traffic, live on screen."""
+    from streams.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), duration=duration, identities=identities, speed=speed))
+
+
+def _minute_floor(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

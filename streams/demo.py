@@ -1,0 +1,243 @@
+"""`meterguard demo`: everything that is not configured, started for real, shown live.
+
+Broker (Tansu) and Redis start embedded unless MG_KAFKA_BROKER / MG_REDIS_URL name real ones;
+a worker runs as a child process (its log goes to a file); synthetic traffic starts an hour
+in the past and fast-forwards, so baselines exist within seconds and the injected incidents
+fire within the first minute; alerts and throttles are read back from their Kafka topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from streams.cli import topic_specs
+from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from streams.settings import Settings
+from streams.simulate import SimConfig, generate
+from streams.topics import ensure_topics
+from streams.traffic import PacedClock, produce_paced
+from streams.window_store import WindowStore
+
+BACKFILL = timedelta(minutes=60)
+
+
+@dataclass
+class Screen:
+    started: float = field(default_factory=time.monotonic)
+    produced: int = 0
+    alerts: deque = field(default_factory=lambda: deque(maxlen=12))
+    throttles: dict[str, dict] = field(default_factory=dict)
+    alert_count: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+    top: list[tuple[str, float]] = field(default_factory=list)
+    rate: float = 0.0
+    sim_time: datetime | None = None
+
+
+def run_demo(settings: Settings, duration: float | None, identities: int, speed: float) -> int:
+    console = Console()
+    workdir = Path(".meterguard") / datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%S")
+    workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        broker_url, redis_url = settings.kafka_broker, settings.redis_url
+        if not broker_url:
+            console.print("starting embedded Kafka-protocol broker (Tansu)…")
+            broker_url = stack.enter_context(EmbeddedBroker(workdir=workdir / "broker")).url
+        if not redis_url:
+            console.print("starting embedded Redis…")
+            redis_url = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis")).url
+        live = settings.model_copy(update={"kafka_broker": broker_url, "redis_url": redis_url})
+        asyncio.run(ensure_topics(live.bootstrap, topic_specs(live)))
+        worker = _start_worker(live, workdir)
+        stack.callback(_stop_process, worker)
+        console.print(
+            f"worker pid {worker.pid}, log {workdir / 'worker.log'}; Ctrl-C stops everything"
+        )
+        try:
+            asyncio.run(_run(live, console, duration, identities, speed, worker))
+        except KeyboardInterrupt:
+            console.print("stopping…")
+    console.print(f"stopped; logs kept in {workdir}")
+    return 0
+
+
+def _start_worker(settings: Settings, workdir: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "MG_KAFKA_BROKER": settings.kafka_broker or "",
+        "MG_REDIS_URL": settings.redis_url or "",
+    }
+    web_port = settings.web_port if "MG_WEB_PORT" in os.environ else free_port()
+    log = (workdir / "worker.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web_port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+async def _run(
+    settings: Settings,
+    console: Console,
+    duration: float | None,
+    identities: int,
+    speed: float,
+    worker: subprocess.Popen,
+) -> None:
+    screen = Screen()
+    stop = asyncio.Event()
+    start = (datetime.now(UTC) - BACKFILL).replace(second=0, microsecond=0)
+    cfg = SimConfig(
+        identities=identities,
+        start=start,
+        minutes=24 * 60,
+        seed=int(time.time()) % 1000,
+        incidents=3,
+        incident_after_minutes=25,
+        incident_minutes=12,
+    )
+    clock = PacedClock(start, speed)
+
+    def produced(n: int) -> None:
+        screen.produced = n
+
+    tasks = [
+        asyncio.create_task(
+            produce_paced(
+                generate(cfg), settings.bootstrap, settings.topic_raw, clock, produced, stop
+            )
+        ),
+        asyncio.create_task(_follow_outputs(settings, screen, stop)),
+        asyncio.create_task(_poll_stats(settings, screen, stop)),
+    ]
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        with Live(_render(screen, clock), console=console, refresh_per_second=2) as view:
+            while deadline is None or time.monotonic() < deadline:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"worker exited with {worker.returncode}; see its log")
+                failed = [t for t in tasks if t.done() and t.exception()]
+                if failed:
+                    raise failed[0].exception()  # type: ignore[misc]
+                view.update(_render(screen, clock))
+                await asyncio.sleep(0.5)  # screen refresh cadence, not synchronisation
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    console.print(
+        f"{screen.alert_count} alerts, {len(screen.throttles)} identities throttled, "
+        f"{screen.stats.get('events_new', 0):,} events counted"
+    )
+
+
+async def _follow_outputs(settings: Settings, screen: Screen, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        settings.topic_alerts,
+        settings.topic_throttle,
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    doc = orjson.loads(record.value)
+                    if tp.topic == settings.topic_alerts:
+                        screen.alerts.appendleft(doc)
+                        screen.alert_count += 1
+                    elif doc["action"] == "release":
+                        screen.throttles.pop(doc["identity"], None)
+                    else:
+                        screen.throttles[doc["identity"]] = doc
+    finally:
+        await consumer.stop()
+
+
+async def _poll_stats(settings: Settings, screen: Screen, stop: asyncio.Event) -> None:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    store = WindowStore(client, settings.store_config())
+    last = (time.monotonic(), 0)
+    try:
+        while not stop.is_set():
+            screen.stats = await store.stats()
+            screen.top = await store.top_identities(8)
+            now, counted = time.monotonic(), screen.stats.get("events_new", 0)
+            screen.rate = (counted - last[1]) / max(now - last[0], 1e-6)
+            last = (now, counted)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+    finally:
+        await client.aclose()
+
+
+def _render(screen: Screen, clock: PacedClock) -> Group:
+    sim = datetime.fromtimestamp(clock.simulated_s(), UTC).strftime("%H:%M")
+    stats = screen.stats
+    head = (
+        f"[bold]meterguard demo[/bold]  sim time {sim} UTC  ·  produced {screen.produced:,}  ·  "
+        f"counted {stats.get('events_new', 0):,} ({screen.rate:,.0f}/s)  ·  duplicates "
+        f"{stats.get('events_duplicate', 0):,}  ·  late {stats.get('events_late', 0):,}  ·  "
+        f"dead-lettered {stats.get('events_dead_lettered', 0):,}  ·  alerts {screen.alert_count}"
+    )
+    top = Table(title="top identities by tokens", expand=True)
+    top.add_column("identity")
+    top.add_column("tokens", justify="right")
+    for identity, tokens in screen.top:
+        top.add_row(escape(identity), f"{tokens:,.0f}")
+    alerts = Table(title="alerts (newest first)", expand=True)
+    for col in ("status", "severity", "summary"):
+        alerts.add_column(col)
+    for a in screen.alerts:
+        colour = {"critical": "red", "warning": "yellow"}.get(a["severity"], "green")
+        alerts.add_row(a["status"], f"[{colour}]{a['severity']}[/{colour}]", escape(a["summary"]))
+    throttles = Table(title="active throttles", expand=True)
+    for col in ("identity", "req/min", "tokens/min", "expires"):
+        throttles.add_column(col)
+    for identity, c in screen.throttles.items():
+        limits = c["limits"]
+        throttles.add_row(
+            escape(identity),
+            str(limits["requests_per_minute"]),
+            f"{limits['tokens_per_minute']:,}",
+            c["expires_at"][11:19],
+        )
+    return Group(head, top, alerts, throttles)

@@ -1,0 +1,127 @@
+-- Atomic per-identity batch: dedupe by event_id, event-time minute windows, lateness.
+-- One call per identity per batch (all its keys share the {identity} hash tag).
+--
+-- KEYS: 1 meta (hash), 2 win (hash minute -> packed row), 3 dd (zset event_id -> event ms),
+--       4 late (hash hour -> packed row of too-late events), 5 state (detector checkpoint)
+-- ARGV: 1 allowed lateness ms, 2 dedupe horizon ms, 3 window minutes, 4 max rows to return,
+--       5 key ttl seconds, 6 number of events, then 7 values per event:
+--       event_id, event_ms, input_tokens, output_tokens, cached_tokens, cost_nano, is_error
+-- Packed row: "calls,input,output,cached,cost_nano,errors".
+--
+-- A minute m is final once the identity's event-time watermark (max event ms seen) reaches
+-- (m + 1) * 60000 + lateness. Events for a final minute are "late": counted per hour in
+-- `late` (chargeback totals), never in the minute window the detectors already scored. So
+-- the scored figures do not depend on how events were cut into batches.
+
+local meta, win, dd, late, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local lateness = tonumber(ARGV[1])
+local horizon = tonumber(ARGV[2])
+local window_minutes = tonumber(ARGV[3])
+local max_rows = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+
+local m = redis.call('HMGET', meta, 'wm', 'fin', 'sc', 'lo')
+local wm = tonumber(m[1]) or -1
+local fin = tonumber(m[2])
+local sc = tonumber(m[3])
+local lo = tonumber(m[4])
+local fin_before = fin
+
+local function add(tbl, bucket, base)
+  local a = tbl[bucket]
+  if a == nil then a = {0, 0, 0, 0, 0, 0}; tbl[bucket] = a end
+  a[1] = a[1] + 1
+  a[2] = a[2] + tonumber(ARGV[base + 2])
+  a[3] = a[3] + tonumber(ARGV[base + 3])
+  a[4] = a[4] + tonumber(ARGV[base + 4])
+  a[5] = a[5] + tonumber(ARGV[base + 5])
+  a[6] = a[6] + tonumber(ARGV[base + 6])
+end
+
+local function merge(key, field, a)
+  local old = redis.call('HGET', key, field)
+  if old then
+    local i = 1
+    for v in string.gmatch(old, '[^,]+') do a[i] = a[i] + tonumber(v); i = i + 1 end
+  end
+  redis.call('HSET', key, field, string.format('%.0f,%.0f,%.0f,%.0f,%.0f,%.0f',
+    a[1], a[2], a[3], a[4], a[5], a[6]))
+end
+
+local rows, late_rows, status, closes = {}, {}, {}, {}
+local n_new, n_dup, n_late = 0, 0, 0
+local min_minute = nil
+
+for j = 0, n - 1 do
+  local base = 7 + j * 7
+  local t = tonumber(ARGV[base + 1])
+  if redis.call('ZADD', dd, 'NX', t, ARGV[base]) == 0 then
+    n_dup = n_dup + 1; status[j + 1] = 'd'
+  else
+    local minute = math.floor(t / 60000)
+    if fin ~= nil and minute <= fin then
+      n_late = n_late + 1; status[j + 1] = 'l'
+      add(late_rows, math.floor(minute / 60), base)
+    else
+      n_new = n_new + 1; status[j + 1] = 'n'
+      add(rows, minute, base)
+      if min_minute == nil or minute < min_minute then min_minute = minute end
+    end
+    if t > wm then
+      wm = t
+      local f = math.floor((wm - lateness) / 60000) - 1
+      if fin == nil then
+        -- A new identity: nothing before its first minute to score.
+        fin = f; sc = math.floor(t / 60000) - 1
+      elseif f > fin then
+        fin = f
+        closes[#closes + 1] = j; closes[#closes + 1] = f
+      end
+    end
+  end
+end
+
+for minute, a in pairs(rows) do merge(win, minute, a) end
+for hour, a in pairs(late_rows) do merge(late, hour, a) end
+
+if fin ~= nil then
+  -- Keep `window_minutes` final minutes (plus the open ones); drop older ones.
+  local keep_from = fin - window_minutes + 1
+  if lo == nil then lo = min_minute or keep_from end
+  if keep_from > lo then
+    if keep_from - lo > 4 * window_minutes then
+      for _, f in ipairs(redis.call('HKEYS', win)) do
+        if tonumber(f) < keep_from then redis.call('HDEL', win, f) end
+      end
+    else
+      local doomed = {}
+      for mm = lo, keep_from - 1 do
+        doomed[#doomed + 1] = mm
+        if #doomed == 1000 then redis.call('HDEL', win, unpack(doomed)); doomed = {} end
+      end
+      if #doomed > 0 then redis.call('HDEL', win, unpack(doomed)) end
+    end
+    lo = keep_from
+  end
+  redis.call('ZREMRANGEBYSCORE', dd, '-inf', '(' .. string.format('%.0f', wm - horizon))
+  redis.call('HSET', meta, 'wm', string.format('%.0f', wm), 'fin', fin, 'sc', sc, 'lo', lo)
+  redis.call('HINCRBY', meta, 'new', n_new)
+  redis.call('HINCRBY', meta, 'dup', n_dup)
+  redis.call('HINCRBY', meta, 'late', n_late)
+  for _, key in ipairs({meta, win, dd, late, st}) do redis.call('EXPIRE', key, ttl) end
+end
+
+-- Final minutes not yet scored, capped to the last `max_rows` (a long-idle identity).
+local first = nil
+local out_rows = {}
+if fin ~= nil and sc ~= nil and fin > sc then
+  first = math.max(sc + 1, fin - max_rows + 1)
+  local fields = {}
+  for mm = first, fin do fields[#fields + 1] = mm end
+  out_rows = redis.call('HMGET', win, unpack(fields))
+  for i = 1, #out_rows do if not out_rows[i] then out_rows[i] = '' end end
+end
+
+return {n_new, n_dup, n_late, table.concat(status), closes, sc or false, fin or false,
+        first or false, out_rows, redis.call('GET', st), fin_before or false}

@@ -1,0 +1,227 @@
+"""All of meterguard's Redis code: windows, dedupe, detector checkpoints, throttle keys.
+
+Key layout (every key of one identity shares the `{identity}` hash tag, so the layout works
+on Redis Cluster and one script can touch them atomically):
+
+    {prefix}:{<identity>}:meta    hash: watermark, final/scored minute, counters
+    {prefix}:{<identity>}:win     hash: epoch minute -> "calls,in,out,cached,cost_nano,errors"
+    {prefix}:{<identity>}:dd      zset: event_id -> event ms (dedupe horizon, event time)
+    {prefix}:{<identity>}:late    hash: epoch hour -> packed row of events past lateness
+    {prefix}:{<identity>}:state   detector + policy checkpoint (JSON)
+    {prefix}:throttle:{<identity>} active ThrottleCommand JSON, TTL = its expiry
+    {prefix}:stats                hash: pipeline counters (all identities)
+    {prefix}:top:tokens           zset: identity -> tokens counted
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.resources import files
+
+import redis.asyncio as aioredis
+
+from detectors.features import MinuteWindow
+from meterguard.models import MeteringEvent, ThrottleCommand
+
+_COMMIT = """
+if redis.call('HGET', KEYS[1], 'sc') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'sc', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class MinuteClose:
+    """Event number `event_index` of the batch made every minute up to `minute` final."""
+
+    event_index: int
+    minute: int
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    new: int
+    duplicates: int
+    late: int
+    status: str  # one char per event: n(ew) d(uplicate) l(ate)
+    closes: list[MinuteClose]
+    scored_through: int | None  # last minute scored by a committed checkpoint
+    final_through: int | None  # last final minute after this batch
+    final_before: int | None  # last final minute before this batch
+    rows: list[MinuteWindow]  # final, unscored minutes in order (zero rows filled in)
+    state: bytes | None
+
+
+@dataclass(frozen=True)
+class StateCommit:
+    identity: str
+    expected_scored_through: int
+    scored_through: int
+    state: bytes
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    prefix: str = "mg"
+    allowed_lateness_s: int = 30
+    dedupe_horizon_s: int = 48 * 3600
+    window_minutes: int = 24 * 60
+    max_rows: int = 120
+
+    @property
+    def ttl_s(self) -> int:
+        # Keys outlive the dedupe horizon so a redelivery inside it is still recognised.
+        return self.dedupe_horizon_s + 3600
+
+
+class WindowStore:
+    def __init__(self, client: aioredis.Redis, config: StoreConfig) -> None:
+        self.redis = client
+        self.config = config
+        self._ingest = client.register_script(files("streams").joinpath("ingest.lua").read_text())
+        self._commit = client.register_script(_COMMIT)
+
+    # -- keys ------------------------------------------------------------------------------
+    def key(self, identity: str, part: str) -> str:
+        return f"{self.config.prefix}:{{{identity}}}:{part}"
+
+    def throttle_key(self, identity: str) -> str:
+        return f"{self.config.prefix}:throttle:{{{identity}}}"
+
+    # -- the batch path --------------------------------------------------------------------
+    async def ingest(
+        self, groups: Mapping[str, Sequence[MeteringEvent]]
+    ) -> dict[str, IngestResult]:
+        """One atomic script per identity, all in one pipelined round trip."""
+        cfg = self.config
+        head = [
+            cfg.allowed_lateness_s * 1000,
+            cfg.dedupe_horizon_s * 1000,
+            cfg.window_minutes,
+            cfg.max_rows,
+            cfg.ttl_s,
+        ]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for identity, events in groups.items():
+                args: list[str | int] = [*head, len(events)]
+                for e in events:
+                    args += [
+                        e.event_id,
+                        e.event_time_ms,
+                        e.input_tokens,
+                        e.output_tokens,
+                        e.cached_tokens,
+                        e.cost_nano_usd,
+                        int(e.status == "error"),
+                    ]
+                keys = [self.key(identity, p) for p in ("meta", "win", "dd", "late", "state")]
+                await self._ingest(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return {
+            identity: _parse_ingest(reply) for identity, reply in zip(groups, replies, strict=True)
+        }
+
+    async def commit(
+        self,
+        commits: Iterable[StateCommit],
+        throttles: Iterable[ThrottleCommand],
+        now: datetime,
+        stats: Mapping[str, int],
+        tokens_by_identity: Mapping[str, int],
+    ) -> list[str]:
+        """Checkpoint detector state (compare-and-set on the scored minute), write throttle
+        keys and counters in one round trip. Returns identities whose checkpoint lost the race
+        to another worker (their minutes are scored again from the winner's state)."""
+        commits = list(commits)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in commits:
+                await self._commit(
+                    keys=[self.key(c.identity, "meta"), self.key(c.identity, "state")],
+                    args=[c.expected_scored_through, c.scored_through, c.state, self.config.ttl_s],
+                    client=pipe,
+                )
+            for command in throttles:
+                self._queue_throttle(pipe, command, now)
+            for name, value in stats.items():
+                if value:
+                    pipe.hincrby(f"{self.config.prefix}:stats", name, value)
+            for identity, tokens in tokens_by_identity.items():
+                pipe.zincrby(f"{self.config.prefix}:top:tokens", tokens, identity)
+            replies = await pipe.execute()
+        return [c.identity for c, ok in zip(commits, replies, strict=False) if not ok]
+
+    def _queue_throttle(
+        self, pipe: aioredis.client.Pipeline, command: ThrottleCommand, now: datetime
+    ) -> None:
+        key = self.throttle_key(command.identity)
+        ttl_ms = math.floor((command.expires_at - now).total_seconds() * 1000)
+        if command.action == "release" or ttl_ms <= 0:
+            pipe.delete(key)
+        else:
+            pipe.set(key, command.model_dump_json(), px=ttl_ms)
+
+    # -- reads (tests, replay, dashboard) ---------------------------------------------------
+    async def window(
+        self, identity: str, first_minute: int, last_minute: int
+    ) -> list[MinuteWindow]:
+        minutes = list(range(first_minute, last_minute + 1))
+        raw = await self.redis.hmget(self.key(identity, "win"), [str(m) for m in minutes])
+        return [_row(m, r) for m, r in zip(minutes, raw, strict=True)]
+
+    async def late_totals(self, identity: str) -> dict[int, MinuteWindow]:
+        raw = await self.redis.hgetall(self.key(identity, "late"))
+        return {int(h): _row(int(h) * 60, v) for h, v in raw.items()}
+
+    async def counters(self, identity: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.key(identity, "meta"))
+        return {_text(k): int(float(v)) for k, v in raw.items()}
+
+    async def active_throttle(self, identity: str) -> ThrottleCommand | None:
+        raw = await self.redis.get(self.throttle_key(identity))
+        return ThrottleCommand.model_validate_json(raw) if raw else None
+
+    async def stats(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(f"{self.config.prefix}:stats")
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    async def top_identities(self, n: int) -> list[tuple[str, float]]:
+        raw = await self.redis.zrevrange(
+            f"{self.config.prefix}:top:tokens", 0, n - 1, withscores=True
+        )
+        return [(_text(k), float(s)) for k, s in raw]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _row(minute: int, packed: bytes | str | None) -> MinuteWindow:
+    if not packed:
+        return MinuteWindow(minute=minute)
+    c, i, o, k, cost, e = (int(v) for v in _text(packed).split(","))
+    return MinuteWindow(minute, c, i, o, k, cost, e)
+
+
+def _parse_ingest(reply: list) -> IngestResult:
+    new, dup, late, status, closes, scored, final, first, rows, state, final_before = reply
+    flat = [int(v) for v in closes]
+    first_minute = int(first) if first is not None else None
+    parsed_rows = (
+        [] if first_minute is None else [_row(first_minute + i, r) for i, r in enumerate(rows)]
+    )
+    return IngestResult(
+        new=int(new),
+        duplicates=int(dup),
+        late=int(late),
+        status=_text(status),
+        closes=[MinuteClose(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)],
+        scored_through=int(scored) if scored is not None else None,
+        final_through=int(final) if final is not None else None,
+        final_before=int(final_before) if final_before is not None else None,
+        rows=parsed_rows,
+        state=state,
+    )
