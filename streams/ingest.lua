@@ -4,8 +4,10 @@
 -- KEYS: 1 meta (hash), 2 win (hash minute -> packed row), 3 dd (zset event_id -> event ms),
 --       4 late (hash hour -> packed row of too-late events), 5 state (detector checkpoint)
 -- ARGV: 1 allowed lateness ms, 2 dedupe horizon ms, 3 window minutes, 4 max rows to return,
---       5 key ttl seconds, 6 number of events, then 7 values per event:
+--       5 key ttl seconds, 6 the events, one per line, tab-separated:
 --       event_id, event_ms, input_tokens, output_tokens, cached_tokens, cost_nano, is_error
+--       (event ids cannot hold tabs or newlines: the schema refuses control characters).
+--       One packed argument instead of 7 per event: argument packing dominated the client.
 -- Packed row: "calls,input,output,cached,cost_nano,errors".
 --
 -- A minute m is final once the identity's event-time watermark (max event ms seen) reaches
@@ -19,7 +21,6 @@ local horizon = tonumber(ARGV[2])
 local window_minutes = tonumber(ARGV[3])
 local max_rows = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
 
 local m = redis.call('HMGET', meta, 'wm', 'fin', 'sc', 'lo')
 local wm = tonumber(m[1]) or -1
@@ -28,15 +29,15 @@ local sc = tonumber(m[3])
 local lo = tonumber(m[4])
 local fin_before = fin
 
-local function add(tbl, bucket, base)
+local function add(tbl, bucket, inp, out, cached, cost, err)
   local a = tbl[bucket]
   if a == nil then a = {0, 0, 0, 0, 0, 0}; tbl[bucket] = a end
   a[1] = a[1] + 1
-  a[2] = a[2] + tonumber(ARGV[base + 2])
-  a[3] = a[3] + tonumber(ARGV[base + 3])
-  a[4] = a[4] + tonumber(ARGV[base + 4])
-  a[5] = a[5] + tonumber(ARGV[base + 5])
-  a[6] = a[6] + tonumber(ARGV[base + 6])
+  a[2] = a[2] + inp
+  a[3] = a[3] + out
+  a[4] = a[4] + cached
+  a[5] = a[5] + cost
+  a[6] = a[6] + err
 end
 
 local function merge(key, field, a)
@@ -53,19 +54,23 @@ local rows, late_rows, status, closes = {}, {}, {}, {}
 local n_new, n_dup, n_late = 0, 0, 0
 local min_minute = nil
 
-for j = 0, n - 1 do
-  local base = 7 + j * 7
-  local t = tonumber(ARGV[base + 1])
-  if redis.call('ZADD', dd, 'NX', t, ARGV[base]) == 0 then
+local j = -1
+for id, ts, inp, out, cached, cost, err in
+    string.gmatch(ARGV[6], '([^\t\n]+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d)\n') do
+  j = j + 1
+  local t = tonumber(ts)
+  inp, out, cached, cost, err = tonumber(inp), tonumber(out), tonumber(cached), tonumber(cost),
+    tonumber(err)
+  if redis.call('ZADD', dd, 'NX', t, id) == 0 then
     n_dup = n_dup + 1; status[j + 1] = 'd'
   else
     local minute = math.floor(t / 60000)
     if fin ~= nil and minute <= fin then
       n_late = n_late + 1; status[j + 1] = 'l'
-      add(late_rows, math.floor(minute / 60), base)
+      add(late_rows, math.floor(minute / 60), inp, out, cached, cost, err)
     else
       n_new = n_new + 1; status[j + 1] = 'n'
-      add(rows, minute, base)
+      add(rows, minute, inp, out, cached, cost, err)
       if min_minute == nil or minute < min_minute then min_minute = minute end
     end
     if t > wm then

@@ -76,6 +76,7 @@ class SimConfig:
     incidents: int = 3  # how many incidents to inject
     incident_after_minutes: int = 40  # no incident starts before this: baselines come first
     incident_minutes: int = 15  # duration of each incident
+    incident_latest_start: int | None = None  # minute; default: any time that fits the run
     incident_kinds: tuple[str, ...] = ("runaway_agent",)  # assigned round-robin
 
     def __post_init__(self) -> None:
@@ -185,6 +186,8 @@ def _incidents_for(cfg: SimConfig, profiles: list[IdentityProfile]) -> list[Inci
     if len(chosen) < cfg.incidents:
         raise ValueError(f"only {len(chosen)} identities are eligible for an incident")
     latest = cfg.minutes - cfg.incident_minutes
+    if cfg.incident_latest_start is not None:
+        latest = max(cfg.incident_after_minutes, min(latest, cfg.incident_latest_start))
     starts = rng.integers(cfg.incident_after_minutes, latest + 1, cfg.incidents).tolist()
     kinds = cfg.incident_kinds
     incidents = [

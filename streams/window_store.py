@@ -107,23 +107,20 @@ class WindowStore:
         ]
         async with self.redis.pipeline(transaction=False) as pipe:
             for identity, events in groups.items():
-                args: list[str | int] = [*head, len(events)]
-                for e in events:
-                    args += [
-                        e.event_id,
-                        e.event_time_ms,
-                        e.input_tokens,
-                        e.output_tokens,
-                        e.cached_tokens,
-                        e.cost_nano_usd,
-                        int(e.status == "error"),
-                    ]
+                args = [*head, _pack_events(events)]
                 keys = [self.key(identity, p) for p in ("meta", "win", "dd", "late", "state")]
                 await self._ingest(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
-        return {
+        results = {
             identity: _parse_ingest(reply) for identity, reply in zip(groups, replies, strict=True)
         }
+        for identity, result in results.items():
+            if len(result.status) != len(groups[identity]):  # an event the script could not parse
+                raise RuntimeError(
+                    f"ingest script read {len(result.status)} of "
+                    f"{len(groups[identity])} events for {identity!r}"
+                )
+        return results
 
     async def commit(
         self,
@@ -193,6 +190,14 @@ class WindowStore:
             f"{self.config.prefix}:top:tokens", 0, n - 1, withscores=True
         )
         return [(_text(k), float(s)) for k, s in raw]
+
+
+def _pack_events(events: Sequence[MeteringEvent]) -> str:
+    return "".join(
+        f"{e.event_id}\t{e.event_time_ms}\t{e.input_tokens}\t{e.output_tokens}\t"
+        f"{e.cached_tokens}\t{e.cost_nano_usd}\t{int(e.status == 'error')}\n"
+        for e in events
+    )
 
 
 def _text(value: bytes | str) -> str:
