@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
         store="memory://",  # no Faust Tables: state lives in Redis (INFRA-NOTES)
+        datadir=settings.data_dir,
     )
 
     def raw_topic(name: str) -> faust.TopicT:

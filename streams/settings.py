@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1)
 
     app_id: str = "meterguard"
+    data_dir: str = Field(default=".meterguard/faust", description="Faust's local data folder")
     key_prefix: str = Field(default="mg", min_length=1, description="Redis key namespace")
     batch_size: int = Field(default=2000, ge=1)
     batch_seconds: float = Field(default=0.5, gt=0)

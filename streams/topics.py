@@ -9,6 +9,7 @@ unknown topic is enough to trigger that. So every metadata lookup here sets
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ __all__ = ["TopicSetupError", "TopicSpec", "ensure_topics"]
 
 _TOPIC_ERROR_ALREADY_EXISTS = 36
 _LEGAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+log = logging.getLogger(__name__)
 
 
 class TopicSetupError(RuntimeError):
@@ -77,7 +81,7 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
             missing = [spec for name, spec in by_name.items() if name not in existing]
             if missing:
                 await _create(admin, missing, timeout)
-            await _verify(admin, by_name)
+            await _verify(admin, by_name, created={spec.name for spec in missing})
     except TimeoutError as exc:
         raise TopicSetupError(
             f"topics {sorted(by_name)} not ready on {bootstrap} within {timeout}s"
@@ -121,13 +125,17 @@ async def _create(admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout: f
             )
 
 
-async def _verify(admin: AIOKafkaAdminClient, by_name: dict[str, TopicSpec]) -> None:
+async def _verify(
+    admin: AIOKafkaAdminClient, by_name: dict[str, TopicSpec], created: set[str]
+) -> None:
     # Real Kafka propagates new topics to every broker's metadata asynchronously: poll until
-    # all are visible (the caller's timeout bounds this). A wrong count is final at once.
+    # all are visible (the caller's timeout bounds this). A wrong count is final at once for a
+    # topic we just created; a topic that already existed is its operator's choice (keying by
+    # identity works with any partition count), so that is only logged.
     while True:
         counts = await _partition_counts(admin, list(by_name))
         for name, count in counts.items():
-            if count != by_name[name].partitions:
+            if count != by_name[name].partitions and name in created:
                 raise TopicSetupError(
                     f"topic {name} exists with {count} partitions, "
                     f"expected {by_name[name].partitions} (partitions cannot be changed here; "
@@ -136,6 +144,14 @@ async def _verify(admin: AIOKafkaAdminClient, by_name: dict[str, TopicSpec]) -> 
         if len(counts) == len(by_name):
             break
         await asyncio.sleep(0.1)
+    for name, count in counts.items():
+        if count != by_name[name].partitions:
+            log.warning(
+                "topic %s already has %d partitions (configured %d); used as it is",
+                name,
+                count,
+                by_name[name].partitions,
+            )
     compacted = [name for name, spec in by_name.items() if spec.compacted]
     if compacted:
         policies = await _cleanup_policies(admin, compacted)

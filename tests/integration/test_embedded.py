@@ -96,13 +96,14 @@ async def test_ensure_topics_creates_partitioned_and_compacted_topics_idempotent
     assert policies.get(compacted) == "compact"
 
 
-async def test_ensure_topics_rejects_an_existing_topic_with_another_partition_count(
-    broker: EmbeddedBroker,
+async def test_ensure_topics_keeps_an_existing_topic_with_another_partition_count(
+    broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # An operator's topic is used as it is (keying by identity works with any count).
     name = _unique("shape")
     await ensure_topics(broker.bootstrap, [TopicSpec(name, 3)])
-    with pytest.raises(TopicSetupError, match="3 partitions, expected 5"):
-        await ensure_topics(broker.bootstrap, [TopicSpec(name, 5)])
+    await ensure_topics(broker.bootstrap, [TopicSpec(name, 5)])
+    assert "already has 3 partitions (configured 5)" in caplog.text
 
 
 async def test_ensure_topics_fails_clearly_when_no_broker_answers() -> None:

@@ -1,0 +1,142 @@
+"""The shared batch pipeline against a real Redis: dedupe, windows, lateness, determinism."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis.asyncio as aioredis
+
+from meterguard.models import MeteringEvent
+from meterguard.timeutil import minute_of
+from streams.pipeline import BatchOutcome, Pipeline
+from streams.policy import PolicyConfig
+from streams.window_store import StoreConfig, WindowStore
+from tests.traffic import T0, as_events, mixed, series
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(redis_url: str):
+    client = aioredis.Redis.from_url(redis_url)
+    yield WindowStore(client, StoreConfig(prefix="t", allowed_lateness_s=30))
+    await client.aclose()
+
+
+async def run(
+    pipeline: Pipeline, events: list[MeteringEvent], batch: int, now: datetime = NOW
+) -> BatchOutcome:
+    total = BatchOutcome()
+    for i in range(0, len(events), batch):
+        out = await pipeline.process(events[i : i + batch])
+        total.alerts += out.alerts
+        total.commands += out.commands
+        total.scores += out.scores
+        await pipeline.commit(out, now)
+    return total
+
+
+async def test_duplicate_event_ids_count_once_within_and_across_batches(store: WindowStore):
+    pipeline = Pipeline(store, PolicyConfig())
+    events = as_events(series("svc-a", 3, 10))
+    out = await pipeline.process(events + events[:5])  # duplicates inside one batch
+    await pipeline.commit(out, NOW)
+    again = await pipeline.process(events)  # a full redelivery
+    await pipeline.commit(again, NOW)
+
+    first = minute_of(events[0].event_time_ms)
+    rows = await store.window("svc-a", first, first + 2)
+    assert [r.calls for r in rows] == [10, 10, 10]
+    assert [r.input_tokens for r in rows] == [4000, 4000, 4000]
+    assert sum(r.cost_nano_usd for r in rows) == 30 * 400_000  # 0.0004 USD, exactly
+    counters = await store.counters("svc-a")
+    assert (counters["new"], counters["dup"]) == (30, 35)
+    assert [s.status for s in again.scores] == ["duplicate"] * 30
+
+
+async def test_event_past_allowed_lateness_is_counted_as_late_not_in_its_minute(store: WindowStore):
+    pipeline = Pipeline(store, PolicyConfig())
+    on_time = as_events(series("svc-b", 5, 2))
+    first = minute_of(on_time[0].event_time_ms)
+    await pipeline.commit(await pipeline.process(on_time), NOW)
+    late = MeteringEvent(
+        event_id="late-1", identity="svc-b", event_time=T0 + timedelta(seconds=5), input_tokens=7
+    )
+    within = MeteringEvent(
+        event_id="late-2",
+        identity="svc-b",
+        event_time=T0 + timedelta(minutes=4, seconds=10),
+        input_tokens=9,
+    )
+    out = await pipeline.process([late, within])
+    await pipeline.commit(out, NOW)
+
+    assert [s.status for s in out.scores] == ["late", "new"]
+    rows = await store.window("svc-b", first, first + 4)
+    assert rows[0].calls == 2  # the scored minute did not move
+    # Watermark 04:30, lateness 30 s: minute 03 is final, minute 04 still open.
+    assert rows[4].calls == 3  # inside the lateness allowance: counted in its minute
+    late_totals = await store.late_totals("svc-b")
+    assert [(r.calls, r.input_tokens) for r in late_totals.values()] == [(1, 7)]
+    assert (await store.counters("svc-b"))["late"] == 1
+
+
+@pytest.mark.parametrize("batch", [1, 37, 10_000])
+async def test_alerts_and_scores_do_not_depend_on_batch_size(redis_url: str, batch: int):
+    events = as_events(mixed(quiet=2, minutes=45, runaway_from=35))
+    outcomes = []
+    for size in (batch, 500):
+        client = aioredis.Redis.from_url(redis_url)
+        await client.flushall()
+        pipeline = Pipeline(WindowStore(client, StoreConfig(prefix="b")), PolicyConfig())
+        outcomes.append(await run(pipeline, events, size))
+        await client.aclose()
+    one, other = outcomes
+    assert [a.alert_id for a in one.alerts] == [a.alert_id for a in other.alerts]
+    assert one.alerts == other.alerts
+    assert one.commands == other.commands
+    assert [s.scores for s in one.scores] == [s.scores for s in other.scores]
+    assert {a.identity for a in one.alerts} == {"agent-runaway"}
+
+
+async def test_runaway_identity_gets_alert_and_throttle_key_quiet_ones_none(store: WindowStore):
+    pipeline = Pipeline(store, PolicyConfig())
+    # The wall clock during the run sits just after the data, as for a live worker.
+    out = await run(pipeline, as_events(mixed(quiet=3)), 400, now=T0 + timedelta(minutes=46))
+    firing = [a for a in out.alerts if a.status == "firing"]
+    assert [a.identity for a in firing] == ["agent-runaway"]
+    alert = firing[0]
+    assert alert.severity == "critical" and alert.score >= 0.9
+    assert "calls" in alert.summary and "baseline" in alert.summary
+    assert alert.throttle_command_id is not None
+    command = next(c for c in out.commands if c.command_id == alert.throttle_command_id)
+    assert command.action == "throttle" and command.limits.requests_per_minute >= 10
+    key_command = await store.active_throttle("agent-runaway")
+    assert key_command == command
+    assert await store.redis.pttl(store.throttle_key("agent-runaway")) > 0
+    for i in range(3):
+        assert await store.active_throttle(f"svc-quiet-{i}") is None
+
+
+async def test_lost_checkpoint_rescores_the_same_minutes_with_the_same_ids(store: WindowStore):
+    pipeline = Pipeline(store, PolicyConfig())
+    events = as_events(mixed(quiet=1, minutes=40, runaway_from=36))
+    cut = next(i for i, e in enumerate(events) if e.event_time >= T0 + timedelta(minutes=36))
+    await run(pipeline, events[:cut], 300)
+    crashed = await pipeline.process(events[cut:])  # published, then "crashed" before commit
+    assert crashed.alerts, "the burst should have fired in this batch"
+    redelivered = await pipeline.process(events[cut:])
+    assert all(s.status == "duplicate" for s in redelivered.scores)
+    assert [a.alert_id for a in redelivered.alerts] == [a.alert_id for a in crashed.alerts]
+    assert redelivered.commands == crashed.commands
+
+
+async def test_keys_share_the_identity_hash_tag_and_expire(store: WindowStore):
+    pipeline = Pipeline(store, PolicyConfig())
+    await run(pipeline, as_events(series("agent:{odd}", 3, 5)), 100)
+    keys = sorted(k.decode() for k in await store.redis.keys("t:{agent:{odd}*"))
+    assert keys == [f"t:{{agent:{{odd}}}}:{p}" for p in ("dd", "meta", "state", "win")]
+    for key in keys:
+        ttl = await store.redis.ttl(key)
+        assert 0 < ttl <= store.config.ttl_s

@@ -1,0 +1,174 @@
+"""`meterguard worker` as a real process on a real Tansu broker and a real Redis.
+
+One scenario per module (a worker costs a consumer-group join): mixed traffic with a runaway
+agent and a malformed message in the middle, then the very same messages a second time.
+Each test asserts one behaviour of that run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.cli import topic_specs
+from streams.embedded import EmbeddedBroker, EmbeddedRedis
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from streams.window_store import WindowStore
+from tests.traffic import mixed
+
+DEADLINE_S = 120.0
+MALFORMED = b'{"event_id": "broken", "identity": "svc-quiet-0", "event_time": "yesterday"}'
+
+
+@dataclass
+class Run:
+    settings: Settings
+    store: WindowStore
+    sent: list[dict]
+    messages: dict[str, list[dict]] = field(default_factory=dict)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> None:
+    """Poll a condition until it holds; fail with the worker's log if it never does."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.25)  # polling interval of a condition check, not a stand-in for it
+    tail = log.read_text(errors="replace")[-3000:]
+    pytest.fail(f"timed out waiting for {what}; worker log tail:\n{tail}")
+
+
+async def read_topics(settings: Settings, topics: list[str]) -> dict[str, list[dict]]:
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    found: dict[str, list[dict]] = {t: [] for t in topics}
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1500)
+            if not batches:
+                return found
+            for tp, records in batches.items():
+                found[tp.topic] += [orjson.loads(r.value) for r in records]
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture(scope="module")
+async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_factory):
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "MG_KAFKA_BROKER": broker.url,
+        "MG_REDIS_URL": redis_server.url,
+        "MG_APP_ID": f"mg-test-{tag}",
+        "MG_KEY_PREFIX": f"w{tag}",
+        "MG_DATA_DIR": str(tmp_path_factory.mktemp("faust")),
+        **{
+            f"MG_TOPIC_{k}": f"{tag}.{k.lower()}"
+            for k in ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE")
+        },
+        "MG_TOPIC_PARTITIONS": "2",
+    }
+    settings = Settings(
+        _env_file=None, **{k[3:].lower(): v for k, v in env.items() if k.startswith("MG_")}
+    )
+    # Created before anything is produced: Tansu would auto-create with 4 partitions.
+    await ensure_topics(broker.bootstrap, topic_specs(settings))
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "--without-web"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = WindowStore(client, settings.store_config())
+    # Recent data, so the runaway's throttle command is still live when the test looks.
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=50)
+    docs = mixed(quiet=4, minutes=45, runaway_from=35, prefix=f"{tag}-", start=start)
+    payloads = [orjson.dumps(d) for d in docs]
+    half = len(payloads) // 2
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=10)
+    await producer.start()
+    try:
+        for _round in range(2):  # the second round is a full redelivery: every id again
+            for i, payload in enumerate(payloads):
+                if i == half and _round == 0:
+                    await producer.send(settings.topic_raw, key=b"svc-quiet-0", value=MALFORMED)
+                await producer.send(
+                    settings.topic_raw, key=docs[i]["identity"].encode(), value=payload
+                )
+            await producer.flush()
+
+        async def all_counted() -> bool:
+            stats = await store.stats()
+            return stats.get("events_new", 0) + stats.get("events_duplicate", 0) >= 2 * len(docs)
+
+        await wait_for(all_counted, "both rounds to be counted", log)
+        yield Run(settings, store, docs)
+    finally:
+        await producer.stop()
+        worker.terminate()
+        worker.wait(timeout=20)
+        await client.aclose()
+
+
+async def test_runaway_agent_alert_reaches_the_alerts_topic(run: Run):
+    found = await read_topics(run.settings, [run.settings.topic_alerts])
+    firing = [a for a in found[run.settings.topic_alerts] if a["status"] == "firing"]
+    assert [a["identity"] for a in firing] == ["agent-runaway"]
+    assert firing[0]["severity"] == "critical"
+    assert firing[0]["detector"] == "spike"
+
+
+async def test_runaway_agent_gets_a_throttle_on_topic_and_in_redis_quiet_ones_do_not(run: Run):
+    found = await read_topics(run.settings, [run.settings.topic_throttle])
+    commands = found[run.settings.topic_throttle]
+    assert {c["identity"] for c in commands} == {"agent-runaway"}
+    assert commands[-1]["action"] == "throttle"
+    live = await run.store.active_throttle("agent-runaway")
+    assert live is not None and live.model_dump(mode="json") == commands[-1]
+    assert await run.store.redis.pttl(run.store.throttle_key("agent-runaway")) > 0
+    for i in range(4):
+        assert await run.store.active_throttle(f"svc-quiet-{i}") is None
+
+
+async def test_the_same_events_sent_twice_count_once(run: Run):
+    stats = await run.store.stats()
+    assert stats["events_new"] == len(run.sent)
+    assert stats["events_duplicate"] == len(run.sent)
+    counters = await run.store.counters("agent-runaway")
+    expected = sum(1 for d in run.sent if d["identity"] == "agent-runaway")
+    assert counters["new"] == expected
+
+
+async def test_malformed_message_lands_in_dlq_with_reason_and_others_still_flow(run: Run):
+    found = await read_topics(run.settings, [run.settings.topic_dlq])
+    letters = found[run.settings.topic_dlq]
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter["reason"] == "invalid_event"
+    assert "event_time" in letter["error"]
+    assert letter["raw"].encode() == MALFORMED
+    assert letter["topic"] == run.settings.topic_raw and letter["offset"] is not None
+    assert (await run.store.stats())["events_dead_lettered"] == 1
+    quiet = await run.store.counters("svc-quiet-0")
+    assert quiet["new"] == sum(1 for d in run.sent if d["identity"] == "svc-quiet-0")
