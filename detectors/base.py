@@ -1,7 +1,8 @@
 """The detector contract: two verbs, serialisable state, no I/O, no wall clock.
 
 Like river's anomaly detectors, `score_one` never changes the model and `learn_one` never
-scores; whether to learn from a scored minute is the filter's decision (`detectors.filter`).
+scores; whether a scored minute is normal enough to learn is the filter's decision
+(`detectors.filter`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ class Detector(Protocol):
 
     def score_one(self, window: MinuteWindow) -> Verdict: ...
 
-    def learn_one(self, window: MinuteWindow) -> None: ...
+    def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
+        """`anomalous`: the filter judged this minute an anomaly. A detector must not let it
+        move its baseline; it may learn recurring structure from it (a schedule)."""
+        ...
 
     def to_state(self) -> dict[str, Any]: ...
 

@@ -1,9 +1,10 @@
 """Decide whether a scored minute may teach the model (pure).
 
-Like river's ThresholdFilter: a minute that scores as anomalous is not learnt, so a spike
-does not teach the baseline that spikes are normal. A level that stays "anomalous" for
-`adapt_after_minutes` in a row is accepted as the new normal (a service that legitimately
-doubled its traffic should not alert forever).
+Like river's ThresholdFilter: a minute that scores as anomalous does not move the baseline,
+so a spike does not teach the model that spikes are normal (it is passed on flagged, so a
+detector can still learn a *schedule* from it: see SpikeDetector.learn_one). A level that
+stays "anomalous" for `adapt_after_minutes` in a row is accepted as the new normal (a service
+that legitimately doubled its traffic should not alert forever).
 """
 
 from __future__ import annotations
@@ -24,15 +25,12 @@ class LearningFilter:
 
     def process(self, window: MinuteWindow) -> Verdict:
         verdict = self.detector.score_one(window)
-        if (
-            verdict.cold
-            or verdict.score < self.learn_below
-            or self.refused_in_a_row >= self.adapt_after_minutes
-        ):
-            self.detector.learn_one(window)
-            self.refused_in_a_row = 0
-        else:
-            self.refused_in_a_row += 1
+        anomalous = not verdict.cold and verdict.score >= self.learn_below
+        self.refused_in_a_row = self.refused_in_a_row + 1 if anomalous else 0
+        # Once a level has persisted `adapt_after_minutes`, every minute of it is learnt until
+        # it no longer scores as anomalous.
+        adapting = self.refused_in_a_row > self.adapt_after_minutes
+        self.detector.learn_one(window, anomalous=anomalous and not adapting)
         return verdict
 
     def to_state(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from detectors.robust import (
 
 METRICS = ("calls", "tokens", "cost_usd")
 SLOTS = 60
+PRIOR_SAMPLES = 3.0
 
 UNITS = {"calls": "calls/min", "tokens": "tokens/min", "cost_usd": "USD/min"}
 
@@ -86,14 +87,19 @@ class _Profile:
     def __init__(self, data: np.ndarray | None = None) -> None:
         self.data = data if data is not None else np.zeros((3, SLOTS))
 
-    def candidates(self, slot: int) -> list[tuple[float, float]]:
-        """(mean, dev) of the slot and its neighbours: cron jobs drift by a minute."""
-        found = []
-        for s in (slot - 1, slot, slot + 1):
-            mean, dev, n = (float(v) for v in self.data[:, s % SLOTS])
-            if n >= 1:
-                found.append((mean, dev))
-        return found
+    def candidates(self, slot: int, level_dev: float) -> list[tuple[float, float]]:
+        """(mean, dev) of the minute-of-hour slot, if it has been seen.
+
+        Only the slot itself: the profile also learns anomalous minutes (a schedule must be
+        learnt from minutes that first look anomalous), so a neighbouring slot would "explain"
+        minute two of a runaway by minute one. A slot has one sample an hour, so its own
+        deviation is noisy for hours; it is shrunk towards the level's (`PRIOR_SAMPLES`
+        pseudo-samples) so that two lucky Poisson draws cannot make a slot "explain" a runaway.
+        """
+        mean, dev, n = (float(v) for v in self.data[:, slot % SLOTS])
+        if n < 1:
+            return []
+        return [(mean, (n * dev + PRIOR_SAMPLES * level_dev) / (n + PRIOR_SAMPLES))]
 
     def update(self, slot: int, y: float, alpha: float) -> None:
         mean, dev, n = (float(v) for v in self.data[:, slot])
@@ -139,7 +145,8 @@ class SpikeDetector:
             return score, {"value": value, "cold_floor": cfg.cold_floor[metric], "cold": True}
         y = to_space(metric, value)
         level = self.level[metric]
-        options = [(level.mean, level.dev), *self.profile[metric].candidates(_slot(window))]
+        slots = self.profile[metric].candidates(_slot(window), level.dev)
+        options = [(level.mean, level.dev), *slots]
         z, mean = min((self._z(y, m, d), m) for m, d in options)
         baseline = from_space(metric, mean)
         ratio = value / baseline if baseline > 0 else math.inf
@@ -159,13 +166,18 @@ class SpikeDetector:
         return (y - mean) / sigma
 
     # -- learning --------------------------------------------------------------------------
-    def learn_one(self, window: MinuteWindow) -> None:
+    def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
+        """Learn a minute. An anomalous one still teaches the hour-of-clock profile (what
+        recurs at :07 every hour is a schedule, and only the profile can learn it), never the
+        level: a one-off burst leaves the baseline as it was."""
         alpha = 2.0 / (self.config.level_span_minutes + 1)
         for metric in METRICS:
             y = to_space(metric, window.metric(metric))
-            self.level[metric].update(y, alpha)
+            if not anomalous:
+                self.level[metric].update(y, alpha)
             self.profile[metric].update(_slot(window), y, self.config.profile_alpha)
-        self.minutes_seen += 1
+        if not anomalous:
+            self.minutes_seen += 1
 
     def baseline(self, metric: str) -> float:
         """The level baseline in the metric's own units (for throttle limits)."""

@@ -18,6 +18,10 @@ from meterguard.timeutil import parse_event_time
 # Printable: no C0/C1 control characters, no DEL. Spaces and unicode letters are fine.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_ATTRIBUTES_BYTES = 16_384
+# Per-event ceilings: far above any real call, low enough that a minute's sums stay exact in
+# Redis (Lua numbers are doubles: integers exact to 2**53).
+MAX_TOKENS = 100_000_000
+MAX_COST_USD = Decimal(10_000)
 
 EventKind = Literal["llm.call", "tool.call", "api.call"]
 Severity = Literal["info", "warning", "critical"]
@@ -43,10 +47,10 @@ class MeteringEvent(BaseModel):
     operation: str | None = None
     endpoint: str | None = None
     tool_name: str | None = None
-    input_tokens: int = Field(default=0, ge=0, strict=False)
-    output_tokens: int = Field(default=0, ge=0)
-    cached_tokens: int = Field(default=0, ge=0)
-    cost_usd: Decimal = Field(default=Decimal(0), ge=0)
+    input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cached_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cost_usd: Decimal = Field(default=Decimal(0), ge=0, le=MAX_COST_USD, allow_inf_nan=False)
     status: Literal["ok", "error"] = "ok"
     error_type: str | None = None
     latency_ms: float | None = Field(default=None, ge=0)

@@ -8,10 +8,25 @@ from typing import Any
 # Epoch numbers above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = 100_000_000_000
 MINUTE_MS = 60_000
+# Metering from before 2000 is a broken clock, not evidence (and keeps epoch ms positive).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def parse_event_time(value: Any) -> datetime:
-    """RFC 3339 string, epoch seconds or epoch milliseconds -> aware UTC datetime."""
+    """RFC 3339 string, epoch seconds or epoch milliseconds -> aware UTC datetime.
+
+    Raises ValueError (only) for anything else, including instants before 2000.
+    """
+    try:
+        moment = _parse(value)
+    except (OverflowError, OSError) as exc:  # e.g. fromtimestamp(1e20): errno 75
+        raise ValueError(f"event time out of range: {value!r}") from exc
+    if moment < EARLIEST:
+        raise ValueError(f"event time {moment.isoformat()} is before {EARLIEST.year}")
+    return moment
+
+
+def _parse(value: Any) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("datetime must carry a timezone")

@@ -174,12 +174,17 @@ def demo(
         float | None, typer.Option(help="stop after S seconds (default: Ctrl-C)")
     ] = None,
     identities: int = 150,
-    speed: Annotated[float, typer.Option(help="simulated minutes per wall minute")] = 40.0,
+    speed: Annotated[
+        float | None, typer.Option(help="simulated minutes per wall minute (default: auto)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="traffic seed (which identities run away)")] = 7,
 ) -> None:
     """The embedded default: broker + Redis + worker + synthetic traffic, live on screen."""
     from streams.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(), duration=duration, identities=identities, speed=speed))
+    raise typer.Exit(
+        run_demo(_settings(), duration=duration, identities=identities, speed=speed, seed=seed)
+    )
 
 
 def _minute_floor(moment: datetime) -> datetime:

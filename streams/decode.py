@@ -49,7 +49,7 @@ def decode(
         event = MeteringEvent.model_validate({**doc, "ingest_time": ingest_time})
     except ValidationError as exc:
         return dead("invalid_event", _describe(exc))
-    except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+    except (ValueError, TypeError, OverflowError, ArithmeticError, OSError) as exc:
         return dead("invalid_event", str(exc))
     if event.attributes and len(orjson.dumps(event.attributes, default=str)) > MAX_ATTRIBUTES_BYTES:
         return dead("attributes_too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes")

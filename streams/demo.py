@@ -31,12 +31,39 @@ from rich.table import Table
 from streams.cli import topic_specs
 from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from streams.settings import Settings
-from streams.simulate import SimConfig, generate
+from streams.simulate import SimConfig, generate, plan_incidents
 from streams.topics import ensure_topics
 from streams.traffic import PacedClock, produce_paced
 from streams.window_store import WindowStore
 
-BACKFILL = timedelta(minutes=60)
+CATCH_UP_S = 45.0  # wall seconds until simulated time reaches now
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the demo's simulated traffic starts, how fast it runs, when incidents begin.
+
+    * It starts at hh:50 so the first top-of-hour (hourly batch jobs burst then) falls in the
+      detectors' 20-minute warm-up: the profile learns the burst instead of paging on it.
+    * It fast-forwards so simulated time reaches the wall clock after CATCH_UP_S seconds.
+    * Incidents begin a few simulated minutes before that: they are detected within the
+      first minute of the demo and their throttle commands (issued in event time, expiring
+      15 minutes later) are still live for the gateways when they appear.
+    """
+
+    start: datetime
+    speed: float
+    incident_after_minutes: int
+    incident_latest_start: int
+
+    @classmethod
+    def for_now(cls, now: datetime, speed: float | None = None) -> Schedule:
+        now = now.replace(second=0, microsecond=0)
+        backfill = (now.minute - 50) % 60
+        if backfill < 40:
+            backfill += 60  # 40..99 minutes, so incidents come after the warm-up
+        pace = speed if speed is not None else max(40.0, backfill * 60 / CATCH_UP_S)
+        return cls(now - timedelta(minutes=backfill), pace, backfill - 6, backfill - 3)
 
 
 @dataclass
@@ -52,7 +79,9 @@ class Screen:
     sim_time: datetime | None = None
 
 
-def run_demo(settings: Settings, duration: float | None, identities: int, speed: float) -> int:
+def run_demo(
+    settings: Settings, duration: float | None, identities: int, speed: float | None, seed: int
+) -> int:
     console = Console()
     workdir = Path(".meterguard") / datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +101,7 @@ def run_demo(settings: Settings, duration: float | None, identities: int, speed:
             f"worker pid {worker.pid}, log {workdir / 'worker.log'}; Ctrl-C stops everything"
         )
         try:
-            asyncio.run(_run(live, console, duration, identities, speed, worker))
+            asyncio.run(_run(live, console, duration, identities, speed, seed, worker))
         except KeyboardInterrupt:
             console.print("stopping…")
     console.print(f"stopped; logs kept in {workdir}")
@@ -115,22 +144,29 @@ async def _run(
     console: Console,
     duration: float | None,
     identities: int,
-    speed: float,
+    speed: float | None,
+    seed: int,
     worker: subprocess.Popen,
 ) -> None:
     screen = Screen()
     stop = asyncio.Event()
-    start = (datetime.now(UTC) - BACKFILL).replace(second=0, microsecond=0)
+    plan = Schedule.for_now(datetime.now(UTC), speed)
     cfg = SimConfig(
         identities=identities,
-        start=start,
+        start=plan.start,
         minutes=24 * 60,
-        seed=int(time.time()) % 1000,
+        seed=seed,
         incidents=3,
-        incident_after_minutes=25,
+        incident_after_minutes=plan.incident_after_minutes,
         incident_minutes=12,
+        incident_latest_start=plan.incident_latest_start,
     )
-    clock = PacedClock(start, speed)
+    clock = PacedClock(plan.start, plan.speed)
+    for incident in plan_incidents(cfg):
+        console.print(
+            f"injected: {incident.kind} on {escape(incident.identity)} from "
+            f"{incident.start:%H:%M} to {incident.end:%H:%M} UTC (simulated)"
+        )
 
     def produced(n: int) -> None:
         screen.produced = n

@@ -82,7 +82,8 @@ class _ChildServer:
     def __init__(self, port: int | None = None, workdir: str | Path | None = None) -> None:
         self._fixed_port = port
         self._port: int | None = port
-        self._given_workdir = Path(workdir) if workdir is not None else None
+        # Absolute: servers may run with another working directory than ours.
+        self._given_workdir = Path(workdir).resolve() if workdir is not None else None
         self._workdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._owner_pid = os.getpid()

@@ -158,7 +158,7 @@ def test_unknown_top_level_fields_merge_with_given_attributes() -> None:
 def test_unknown_fields_named_like_model_methods_are_plain_attributes() -> None:
     event = accepted(raw(model_dump=1, model_config=2, __class__=3))
     assert event.attributes == {"model_dump": 1, "model_config": 2, "__class__": 3}
-    assert event.to_json().startswith(b"{")
+    assert orjson.loads(event.to_json())["attributes"] == event.attributes
 
 
 def test_float_cost_stays_the_exact_decimal_written() -> None:
