@@ -45,12 +45,20 @@ class IdentityState:
 
     @classmethod
     def from_bytes(cls, blob: bytes | None) -> IdentityState:
+        """A missing, unknown-version or corrupt checkpoint restarts learning for this identity
+        instead of failing every batch that contains it (its windows are untouched)."""
         if not blob:
             return cls()
-        doc = orjson.loads(blob)
-        if doc.get("v") != STATE_VERSION:
-            # An unknown checkpoint format restarts learning instead of crashing the worker.
+        try:
+            doc = orjson.loads(blob)
+            if not isinstance(doc, dict) or doc.get("v") != STATE_VERSION:
+                return cls()
+            return cls._from_doc(doc)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return cls()
+
+    @classmethod
+    def _from_doc(cls, doc: dict[str, Any]) -> IdentityState:
         saved = doc["filters"]
         return cls(
             filters={name: filter_from_state(name, saved.get(name)) for name in REGISTRY},

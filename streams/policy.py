@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from detectors.base import Verdict
 from detectors.features import MinuteWindow
@@ -30,6 +30,12 @@ class EnvironmentPolicy(BaseModel):
     fire_at: float = Field(default=0.8, gt=0, le=1)
     critical_at: float = Field(default=0.9, gt=0, le=1)
     throttle_on: Literal["critical", "warning", "never"] = "critical"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EnvironmentPolicy:
+        if self.critical_at < self.fire_at:
+            raise ValueError(f"critical_at ({self.critical_at}) is below fire_at ({self.fire_at})")
+        return self
 
 
 def _default_environments() -> dict[str, EnvironmentPolicy]:
@@ -55,6 +61,23 @@ class PolicyConfig(BaseModel):
     default_environment: EnvironmentPolicy = EnvironmentPolicy()
     environments: dict[str, EnvironmentPolicy] = Field(default_factory=_default_environments)
 
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        """A file that only tunes `prod` keeps the built-in staging and test rules."""
+        if isinstance(value, dict):
+            return {**_default_environments(), **value}
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_below_fire(self) -> PolicyConfig:
+        lowest = min(
+            [self.default_environment.fire_at] + [e.fire_at for e in self.environments.values()]
+        )
+        if self.resolve_below > lowest:
+            raise ValueError(f"resolve_below ({self.resolve_below}) is above a fire_at ({lowest})")
+        return self
+
     def for_environment(self, environment: str | None) -> EnvironmentPolicy:
         return self.environments.get(environment or "", self.default_environment)
 
@@ -64,8 +87,10 @@ class PolicyConfig(BaseModel):
             return cls()
         try:
             doc = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ValueError(f"cannot read policy file {path}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ValueError(f"invalid policy file {path}: expected a mapping at the top level")
         try:
             return cls.model_validate(doc)
         except ValidationError as exc:

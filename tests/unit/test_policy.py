@@ -467,3 +467,34 @@ def test_load_of_a_yaml_list_is_an_invalid_policy(tmp_path: Path) -> None:
     path.write_text("- resolve_below: 0.5\n")
     with pytest.raises(ValueError, match="invalid policy file"):
         PolicyConfig.load(str(path))
+
+
+def test_policy_file_tuning_prod_keeps_builtin_staging_and_test_rules(tmp_path) -> None:
+    path = tmp_path / "meterguard.yaml"
+    path.write_text("environments:\n  prod: {fire_at: 0.85, critical_at: 0.95}\n")
+    config = PolicyConfig.load(str(path))
+    assert config.environments["prod"].fire_at == 0.85
+    assert config.environments["staging"].throttle_on == "never"
+    assert config.environments["test"].fire_at == 0.9
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("default_environment: {fire_at: 0.9, critical_at: 0.8}\n", "critical_at"),
+        ("resolve_below: 0.95\n", "resolve_below"),
+        ("- a list\n", "mapping"),
+    ],
+)
+def test_policy_file_with_inconsistent_thresholds_is_refused(tmp_path, text, message) -> None:
+    path = tmp_path / "meterguard.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        PolicyConfig.load(str(path))
+
+
+def test_policy_file_that_is_not_utf8_gives_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "meterguard.yaml"
+    path.write_bytes(b"resolve_below: \xff\xfe\n")
+    with pytest.raises(ValueError, match="cannot read policy file"):
+        PolicyConfig.load(str(path))
