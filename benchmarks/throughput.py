@@ -89,16 +89,25 @@ def memory_per_identity(path: Path, redis_url: str, folder: Path) -> tuple[float
 
 
 async def bench_worker(path: Path, count: int, folder: Path) -> float:
-    with EmbeddedBroker(workdir=folder / "broker") as broker, EmbeddedRedis(
-        workdir=folder / "redis"
-    ) as server:
-        env = {**os.environ, "MG_KAFKA_BROKER": broker.url, "MG_REDIS_URL": server.url,
-               "MG_DATA_DIR": str(folder / "faust")}
+    with (
+        EmbeddedBroker(workdir=folder / "broker") as broker,
+        EmbeddedRedis(workdir=folder / "redis") as server,
+    ):
+        env = {
+            **os.environ,
+            "MG_KAFKA_BROKER": broker.url,
+            "MG_REDIS_URL": server.url,
+            "MG_DATA_DIR": str(folder / "faust"),
+        }
         settings = Settings(_env_file=None, kafka_broker=broker.url, redis_url=server.url)
         await ensure_topics(broker.bootstrap, topic_specs(settings))
         log = (folder / "worker.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--without-web"],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--without-web"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         client = aioredis.Redis.from_url(server.url)
         store = WindowStore(client, settings.store_config())
         try:
@@ -144,8 +153,10 @@ def main() -> None:
                 rate = bench_replay(path, count, server.url, batch, folder)
                 print(f"replay (batch {batch}): {rate:,.0f} events/s")
             total, dedupe, n = memory_per_identity(path, server.url, folder)
-            print(f"redis memory per active identity ({n} identities, {args.minutes} min of "
-                  f"history): {total / 1024:.1f} KiB, of which dedupe set {dedupe / 1024:.1f} KiB")
+            print(
+                f"redis memory per active identity ({n} identities, {args.minutes} min of "
+                f"history): {total / 1024:.1f} KiB, of which dedupe set {dedupe / 1024:.1f} KiB"
+            )
         if not args.skip_worker:
             print("worker (2 agents, one process, embedded Tansu + Redis):")
             rate = asyncio.run(bench_worker(path, count, folder))

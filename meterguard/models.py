@@ -103,7 +103,7 @@ class MeteringEvent(BaseModel):
         if extra:
             merged = {**extra, **self.attributes}
             object.__setattr__(self, "attributes", merged)
-            self.__pydantic_extra__.clear()
+            extra.clear()
         return self
 
     @property

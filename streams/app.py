@@ -60,7 +60,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(raw)
     async def decode_agent(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+        # take_events (Stream, not in StreamT's stub) keeps each message's topic/offset.
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_size, within=settings.batch_seconds
+        )
+        async for batch in batches:
             now = utc_now()
             dead = 0
             for event in batch:

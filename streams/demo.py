@@ -229,7 +229,7 @@ async def _follow_outputs(settings: Settings, screen: Screen, stop: asyncio.Even
 
 
 async def _poll_stats(settings: Settings, screen: Screen, stop: asyncio.Event) -> None:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.redis_url or "")
     store = WindowStore(client, settings.store_config())
     last = (time.monotonic(), 0)
     try:

@@ -205,7 +205,7 @@ def _fire(
         event_time=from_ms(m.event_ms),
         team=m.who.team,
         environment=m.who.environment,
-        throttle_command_id=command.command_id if command else None,
+        throttle_command_id=_command_id(episode),
     )
     return Decision([alert], [command] if command else [], episode)
 
@@ -283,7 +283,7 @@ def _throttle(config: PolicyConfig, m: ScoredMinute, alert_id: str) -> ThrottleC
 def _release(active: ThrottleCommand, trigger_ms: int) -> ThrottleCommand:
     issued = from_ms(trigger_ms)
     return ThrottleCommand(
-        command_id=stable_id(active.identity, "release", trigger_ms),
+        command_id=stable_id(active.identity, "release", trigger_ms, active.alert_id),
         identity=active.identity,
         action="release",
         limits=ThrottleLimits(),
@@ -299,7 +299,7 @@ def _command(config, identity, action, limits, reason, alert_id, trigger_ms) -> 
     issued = from_ms(trigger_ms)
     # version = event-time ms: monotonic per identity and the same on every replay.
     return ThrottleCommand(
-        command_id=stable_id(identity, action, trigger_ms),
+        command_id=stable_id(identity, action, trigger_ms, alert_id),
         identity=identity,
         action=action,
         limits=limits,
@@ -309,6 +309,11 @@ def _command(config, identity, action, limits, reason, alert_id, trigger_ms) -> 
         expires_at=issued + timedelta(minutes=config.throttle_minutes),
         version=trigger_ms,
     )
+
+
+def _command_id(episode: Episode) -> str | None:
+    """The throttle in force for the episode (new, or kept from before an escalation)."""
+    return None if episode.command is None else str(episode.command["command_id"])
 
 
 def _limits_text(limits: ThrottleLimits) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -98,7 +99,7 @@ class WindowStore:
     ) -> dict[str, IngestResult]:
         """One atomic script per identity, all in one pipelined round trip."""
         cfg = self.config
-        head = [
+        head: list[str | int] = [
             cfg.allowed_lateness_s * 1000,
             cfg.dedupe_horizon_s * 1000,
             cfg.window_minutes,
@@ -189,7 +190,8 @@ class WindowStore:
         raw = await self.redis.zrevrange(
             f"{self.config.prefix}:top:tokens", 0, n - 1, withscores=True
         )
-        return [(_text(k), float(s)) for k, s in raw]
+        pairs = cast(list[tuple[bytes, float]], raw)  # redis-py types the reply loosely
+        return [(_text(k), float(s)) for k, s in pairs]
 
 
 def _pack_events(events: Sequence[MeteringEvent]) -> str:
