@@ -77,6 +77,7 @@ def simulate(
     minutes: int = 240,
     seed: int = 7,
     incidents: int = 3,
+    incident_after: Annotated[int, typer.Option(help="no incident before this minute")] = 40,
     start: Annotated[
         str | None, typer.Option(help="RFC 3339; default: `minutes` before now")
     ] = None,
@@ -96,9 +97,21 @@ def simulate(
         if start
         else _minute_floor(datetime.now(UTC) - timedelta(minutes=minutes))
     )
-    cfg = SimConfig(
-        identities=identities, start=begin, minutes=minutes, seed=seed, incidents=incidents
-    )
+    try:
+        cfg = SimConfig(
+            identities=identities,
+            start=begin,
+            minutes=minutes,
+            seed=seed,
+            incidents=incidents,
+            incident_after_minutes=incident_after,
+        )
+    except ValueError as exc:
+        err.print(
+            f"[red]cannot simulate:[/red] {exc} (incidents start after minute "
+            f"{incident_after} and last 15: use --incidents 0 or --incident-after)"
+        )
+        raise typer.Exit(2) from exc
     if labels_out:
         labels_out.write_bytes(
             b"".join(
