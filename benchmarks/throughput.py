@@ -67,25 +67,30 @@ def bench_replay(path: Path, count: int, redis_url: str, batch: int, folder: Pat
     return count / (time.perf_counter() - started)
 
 
-def memory_per_identity(path: Path, redis_url: str, folder: Path) -> tuple[float, float, int]:
+def memory_per_identity(path: Path, redis_url: str, folder: Path) -> dict[str, float]:
+    """Average MEMORY USAGE per identity of each key kind, and bytes per remembered event id."""
     outputs = ReplayOutputs(folder / "a.jsonl", folder / "t.jsonl")
     settings = Settings(_env_file=None, key_prefix="mem")
     asyncio.run(replay_file(path, outputs, settings, redis_url, 5000, False, keep_state=True))
     client = redis.Redis.from_url(redis_url)
-    per_identity: dict[str, int] = {}
-    dedupe = 0
+    by_part: dict[str, int] = {}
+    identities: set[str] = set()
+    ids_remembered = 0
     for key in client.scan_iter(match="mem:replay:*", count=1000):
         name = key.decode()
-        if "{" not in name:
+        if "{" not in name or ":throttle:" in name:
             continue
-        identity = name[name.index("{") + 1 : name.rindex("}")]
-        used = client.memory_usage(key, samples=0) or 0
-        per_identity[identity] = per_identity.get(identity, 0) + used
-        if name.endswith(":dd"):
-            dedupe += used
-    total = sum(per_identity.values())
-    n = len(per_identity)
-    return total / n, dedupe / n, n
+        identities.add(name[name.index("{") + 1 : name.rindex("}")])
+        part = name.rsplit(":", 1)[1]
+        by_part[part] = by_part.get(part, 0) + (client.memory_usage(key, samples=0) or 0)
+        if part == "dd":
+            ids_remembered += client.zcard(key)
+    n = len(identities)
+    report = {part: used / n for part, used in sorted(by_part.items())}
+    report["total"] = sum(by_part.values()) / n
+    report["identities"] = n
+    report["bytes_per_remembered_event"] = by_part.get("dd", 0) / max(ids_remembered, 1)
+    return report
 
 
 async def bench_worker(path: Path, count: int, folder: Path) -> float:
@@ -152,10 +157,13 @@ def main() -> None:
             for batch in (5000, 500):
                 rate = bench_replay(path, count, server.url, batch, folder)
                 print(f"replay (batch {batch}): {rate:,.0f} events/s")
-            total, dedupe, n = memory_per_identity(path, server.url, folder)
+            mem = memory_per_identity(path, server.url, folder)
+            skip = ("total", "identities", "bytes_per_remembered_event")
+            parts = ", ".join(f"{k} {v / 1024:.1f}" for k, v in mem.items() if k not in skip)
             print(
-                f"redis memory per active identity ({n} identities, {args.minutes} min of "
-                f"history): {total / 1024:.1f} KiB, of which dedupe set {dedupe / 1024:.1f} KiB"
+                f"redis memory per active identity ({mem['identities']:.0f} identities, "
+                f"{args.minutes} min of history): {mem['total'] / 1024:.1f} KiB ({parts} KiB); "
+                f"dedupe costs {mem['bytes_per_remembered_event']:.0f} B per event id held"
             )
         if not args.skip_worker:
             print("worker (2 agents, one process, embedded Tansu + Redis):")

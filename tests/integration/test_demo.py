@@ -1,0 +1,49 @@
+"""README's first command: `meterguard demo` on the embedded default, end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_shows_alerts_and_throttles_within_its_first_minute_and_leaves_nothing_running(
+    tmp_path: Path,
+):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "demo", "--duration", "70"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    injected = re.findall(r"injected: runaway_agent on (\S+)", out)
+    assert len(injected) == 3
+    summary = re.search(r"(\d+) alerts, (\d+) identities throttled, ([\d,]+) events counted", out)
+    assert summary, out[-3000:]
+    alerts, throttled = int(summary[1]), int(summary[2])
+    assert alerts >= 1 and throttled >= 1
+    assert "critical" in out
+    assert (tmp_path / ".meterguard").is_dir()
+    assert running_in(tmp_path) == []  # broker, Redis and worker all stopped
+
+
+def running_in(folder: Path) -> list[str]:
+    """Processes whose working directory lies in `folder` (the demo's children inherit it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = (proc / "cwd").resolve()
+            if cwd == folder or folder in cwd.parents:
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found

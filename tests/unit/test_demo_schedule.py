@@ -1,0 +1,30 @@
+"""The demo's traffic schedule (pure): warm-up before the first top-of-hour, incidents just
+before simulated time catches up with the wall clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from streams.demo import CATCH_UP_S, Schedule
+
+WARM_UP_MINUTES = 20  # SpikeConfig.warmup_minutes
+
+
+@pytest.mark.parametrize("minute", range(0, 60, 7))
+def test_schedule_starts_at_ten_to_the_hour_and_incidents_follow_the_warm_up(minute: int):
+    now = datetime(2026, 11, 22, 11, minute, 42, tzinfo=UTC)
+    plan = Schedule.for_now(now)
+    backfill = (now.replace(second=0) - plan.start) / timedelta(minutes=1)
+    assert plan.start.minute == 50  # the first :00 burst falls inside the warm-up
+    assert 40 <= backfill < 100
+    assert plan.incident_after_minutes > WARM_UP_MINUTES
+    assert plan.incident_after_minutes <= plan.incident_latest_start < backfill
+    catch_up_s = backfill * 60 / plan.speed
+    assert catch_up_s == pytest.approx(CATCH_UP_S, abs=1e-6) or plan.speed == 40.0
+
+
+def test_explicit_speed_is_kept():
+    plan = Schedule.for_now(datetime(2026, 11, 22, 11, 5, tzinfo=UTC), speed=10.0)
+    assert plan.speed == 10.0
