@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
-from detectors.features import MinuteWindow
+from detectors.features import EventFacts, IdentityContext, MinuteWindow
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,21 @@ class Verdict:
     # Scored against cold-start floors, not a learnt baseline: always learnt from, or a new
     # identity that starts busy would never build a baseline of its own.
     cold: bool = False
+    # "block": stop the identity whatever the environment's throttle rule (offboarded
+    # identity, hard budget cap). None: the policy decides from the score.
+    action: str | None = None
 
 
 class Detector(Protocol):
     name: str
+
+    def configure(self, context: IdentityContext) -> None:
+        """Per-identity facts from the policy, given before each batch."""
+        ...
+
+    def observe_one(self, facts: EventFacts) -> None:
+        """Every new event of the identity, in arrival order (event-level evidence)."""
+        ...
 
     def score_one(self, window: MinuteWindow) -> Verdict: ...
 
@@ -40,3 +51,16 @@ class Detector(Protocol):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self: ...
+
+
+class MinuteDetector:
+    """Base for detectors that need only closed minutes: no event hook, no context."""
+
+    def configure(self, context: IdentityContext) -> None:
+        return None
+
+    def observe_one(self, facts: EventFacts) -> None:
+        return None
+
+    def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
+        return None

@@ -34,3 +34,29 @@ class MinuteWindow:
         if name == "errors":
             return float(self.errors)
         raise KeyError(f"unknown metric {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What event-level detectors see of one new (not duplicate) event, in arrival order."""
+
+    time_ms: int
+    minute: int
+    is_error: bool
+    fingerprint: str | None = None  # request fingerprint, or the failing operation
+    model: str | None = None
+    workload: str | None = None
+    source: str | None = None
+    credential_id: str | None = None
+    caller: str | None = None
+    tokens: int = 0
+    cost_nano_usd: int = 0
+
+
+@dataclass(frozen=True)
+class IdentityContext:
+    """Per-identity facts from the policy that some detectors need (budgets, offboarding)."""
+
+    daily_budget_usd: float | None = None
+    monthly_budget_usd: float | None = None
+    offboarded: bool = False

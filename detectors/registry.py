@@ -6,12 +6,17 @@ from collections.abc import Callable
 from typing import Any
 
 from detectors.base import Detector
+from detectors.budget import BudgetDetector
+from detectors.drift import DriftDetector
 from detectors.filter import LearningFilter
+from detectors.retry_loop import RetryLoopDetector
+from detectors.slow_ramp import SlowRampDetector
 from detectors.spike import SpikeDetector
 
 # name -> (fresh detector, detector from saved state)
 REGISTRY: dict[str, tuple[Callable[[], Detector], Callable[[dict[str, Any]], Detector]]] = {
-    "spike": (SpikeDetector, SpikeDetector.from_state),
+    cls.name: (cls, cls.from_state)
+    for cls in (SpikeDetector, SlowRampDetector, RetryLoopDetector, DriftDetector, BudgetDetector)
 }
 
 

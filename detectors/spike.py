@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import Verdict
+from detectors.base import MinuteDetector, Verdict
 from detectors.features import MinuteWindow
 from detectors.robust import (
     MAD_TO_SIGMA,
@@ -47,7 +47,9 @@ UNITS = {"calls": "calls/min", "tokens": "tokens/min", "cost_usd": "USD/min"}
 @dataclass(frozen=True)
 class SpikeConfig:
     level_span_minutes: int = 60
-    warmup_minutes: int = 20
+    # One full hour-of-clock cycle: until the profile has seen every minute of the hour, an
+    # hourly job's first burst would look like a spike.
+    warmup_minutes: int = 60
     z_half: float = 4.0  # robust z that scores 0.5; 8 -> 0.8
     ratio_half: float = 3.0  # value/baseline that scores 0.5; ~6x -> 0.73, 10x -> 0.81
     # Never trust a baseline tighter than this fraction of its own level (sqrt space):
@@ -112,7 +114,7 @@ class _Profile:
         self.data[2, slot] = n + 1
 
 
-class SpikeDetector:
+class SpikeDetector(MinuteDetector):
     name = "spike"
 
     def __init__(self, config: SpikeConfig | None = None) -> None:

@@ -44,7 +44,7 @@ class Schedule:
     """When the demo's simulated traffic starts, how fast it runs, when incidents begin.
 
     * It starts at hh:50 so the first top-of-hour (hourly batch jobs burst then) falls in the
-      detectors' 20-minute warm-up: the profile learns the burst instead of paging on it.
+      detectors' 60-minute warm-up: the profile learns the burst instead of paging on it.
     * It fast-forwards so simulated time reaches the wall clock after CATCH_UP_S seconds.
     * Incidents begin a few simulated minutes before that: they are detected within the
       first minute of the demo and their throttle commands (issued in event time, expiring
@@ -60,8 +60,8 @@ class Schedule:
     def for_now(cls, now: datetime, speed: float | None = None) -> Schedule:
         now = now.replace(second=0, microsecond=0)
         backfill = (now.minute - 50) % 60
-        if backfill < 40:
-            backfill += 60  # 40..99 minutes, so incidents come after the warm-up
+        while backfill < 70:
+            backfill += 60  # 70..129 minutes, so incidents come after the 60-minute warm-up
         pace = speed if speed is not None else max(40.0, backfill * 60 / CATCH_UP_S)
         return cls(now - timedelta(minutes=backfill), pace, backfill - 6, backfill - 3)
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from detectors.features import MinuteWindow
+from detectors.features import EventFacts, MinuteWindow
 from meterguard.models import Alert, MeteringEvent, ThrottleCommand
 from meterguard.timeutil import MINUTE_MS
 from streams.identity_state import IdentityState
@@ -76,6 +76,9 @@ class Pipeline:
         self, identity: str, events: list[MeteringEvent], result: IngestResult, out: BatchOutcome
     ) -> list[EventScores]:
         state = IdentityState.from_bytes(result.state)
+        context = self.policy.context_for(identity)
+        for detector in state.filters.values():
+            detector.detector.configure(context)
         rows = list(result.rows)
         if rows and result.scored_through is not None:
             state.skipped_minutes += rows[0].minute - result.scored_through - 1
@@ -93,16 +96,22 @@ class Pipeline:
             final_minute = closes.get(i)
             while final_minute is not None and rows and rows[0].minute <= final_minute:
                 self._score_minute(identity, state, rows.pop(0), event, out)
+            if status != "duplicate":  # after the minutes it closed: it belongs to a later one
+                facts = event_facts(event)
+                for detector in state.filters.values():
+                    detector.detector.observe_one(facts)
             scored.append(EventScores(event, status, dict(state.last_scores)))
         while rows:  # defensive: rows the closes did not account for
             self._score_minute(identity, state, rows.pop(0), None, out)
         out.stats["events_new"] += result.new
         out.stats["events_duplicate"] += result.duplicates
         out.stats["events_late"] += result.late
+        # Checkpoint whenever something was learnt: a closed minute, or new events observed
+        # by event-level detectors (they are duplicates on any later delivery).
         if (
             result.final_through is not None
             and result.scored_through is not None
-            and (result.final_through > result.scored_through)
+            and (result.final_through > result.scored_through or result.new or result.late)
         ):
             out.commits.append(
                 StateCommit(identity, result.scored_through, result.final_through, state.to_bytes())
@@ -140,4 +149,24 @@ def _attribution(event: MeteringEvent, current: Attribution) -> Attribution:
         return current
     return Attribution(
         team=event.team or current.team, environment=event.environment or current.environment
+    )
+
+
+def event_facts(event: MeteringEvent) -> EventFacts:
+    fingerprint = event.request_fingerprint
+    if fingerprint is None and event.status == "error":
+        # No fingerprint: the failing operation stands in for "the same request".
+        fingerprint = f"op:{event.operation or ''}|{event.endpoint or ''}|{event.model or ''}"
+    return EventFacts(
+        time_ms=event.event_time_ms,
+        minute=event.event_time_ms // MINUTE_MS,
+        is_error=event.status == "error",
+        fingerprint=fingerprint,
+        model=event.model,
+        workload=event.workload,
+        source=event.source,
+        credential_id=event.credential_id,
+        caller=event.caller_identity,
+        tokens=event.input_tokens + event.output_tokens,
+        cost_nano_usd=event.cost_nano_usd,
     )

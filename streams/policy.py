@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from detectors.base import Verdict
-from detectors.features import MinuteWindow
+from detectors.features import IdentityContext, MinuteWindow
 from meterguard.models import Alert, Severity, ThrottleCommand, ThrottleLimits
 from meterguard.timeutil import MINUTE_MS, from_ms
 
@@ -36,6 +36,13 @@ class EnvironmentPolicy(BaseModel):
         if self.critical_at < self.fire_at:
             raise ValueError(f"critical_at ({self.critical_at}) is below fire_at ({self.fire_at})")
         return self
+
+
+class BudgetSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    daily_usd: float | None = Field(default=None, gt=0)
+    monthly_usd: float | None = Field(default=None, gt=0)
 
 
 def _default_environments() -> dict[str, EnvironmentPolicy]:
@@ -60,6 +67,11 @@ class PolicyConfig(BaseModel):
     min_tokens_per_minute: int = Field(default=10_000, ge=1)
     default_environment: EnvironmentPolicy = EnvironmentPolicy()
     environments: dict[str, EnvironmentPolicy] = Field(default_factory=_default_environments)
+    # Identities whose calls are blocked at once (offboarded service accounts, revoked keys).
+    offboarded_identities: frozenset[str] = frozenset()
+    # Per-identity budgets (event-time UTC day / month); `default_budget` for all others.
+    budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
+    default_budget: BudgetSpec | None = None
 
     @field_validator("environments", mode="before")
     @classmethod
@@ -77,6 +89,14 @@ class PolicyConfig(BaseModel):
         if self.resolve_below > lowest:
             raise ValueError(f"resolve_below ({self.resolve_below}) is above a fire_at ({lowest})")
         return self
+
+    def context_for(self, identity: str) -> IdentityContext:
+        budget = self.budgets.get(identity, self.default_budget) or BudgetSpec()
+        return IdentityContext(
+            daily_budget_usd=budget.daily_usd,
+            monthly_budget_usd=budget.monthly_usd,
+            offboarded=identity in self.offboarded_identities,
+        )
 
     def for_environment(self, environment: str | None) -> EnvironmentPolicy:
         return self.environments.get(environment or "", self.default_environment)
@@ -153,7 +173,8 @@ def decide(config: PolicyConfig, minute: ScoredMinute, episode: Episode | None) 
             return Decision([], [], None)
         return _fire(config, env, minute, None)
     episode.peak_score = max(episode.peak_score, score)
-    if score >= env.critical_at and episode.severity != "critical":
+    escalates = score >= env.critical_at or minute.verdict.action == "block"
+    if escalates and episode.severity != "critical":
         return _fire(config, env, minute, episode)  # escalation: a second, critical alert
     if score >= config.resolve_below:
         episode.calm_minutes = 0
@@ -167,19 +188,38 @@ def decide(config: PolicyConfig, minute: ScoredMinute, episode: Episode | None) 
 def _fire(
     config: PolicyConfig, env: EnvironmentPolicy, m: ScoredMinute, episode: Episode | None
 ) -> Decision:
-    severity: Severity = "critical" if m.verdict.score >= env.critical_at else "warning"
+    blocks = m.verdict.action == "block"  # offboarded, hard budget cap: in every environment
+    critical = blocks or m.verdict.score >= env.critical_at
+    severity: Severity = "critical" if critical else "warning"
     start = m.window.minute if episode is None else episode.start_minute
     alert_id = stable_id(m.identity, m.detector, start, "firing", severity)
     command = None
+    active = None if episode is None or episode.command is None else episode.command["action"]
     wants_throttle = severity == "critical" or env.throttle_on == "warning"
-    if env.throttle_on != "never" and wants_throttle and (episode is None or not episode.command):
+    if blocks and active != "block":
+        command = _command(
+            config,
+            m.identity,
+            "block",
+            ThrottleLimits(requests_per_minute=0, tokens_per_minute=0),
+            m.verdict.reason,
+            alert_id,
+            m.trigger_ms,
+        )
+    elif env.throttle_on != "never" and wants_throttle and active is None:
         command = _throttle(config, m, alert_id)
     if episode is None:
         episode = Episode(start, alert_id, m.verdict.score)
     episode.severity, episode.alert_id, episode.calm_minutes = severity, alert_id, 0
     if command is not None:
         episode.command = command.model_dump(mode="json")
-    action = f"; throttled to {_limits_text(command.limits)}" if command else ""
+    action = ""
+    if command is not None:
+        action = (
+            "; blocked"
+            if command.action == "block"
+            else (f"; throttled to {_limits_text(command.limits)}")
+        )
     w = m.window
     alert = Alert(
         alert_id=alert_id,

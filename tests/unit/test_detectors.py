@@ -4,7 +4,6 @@ behaviour (detectors/)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,7 @@ from detectors.features import MinuteWindow
 from detectors.filter import LearningFilter
 from detectors.registry import REGISTRY, filter_from_state, new_filter
 from detectors.spike import SpikeConfig, SpikeDetector
+from tests.unit.detector_scenarios import SCENARIOS, WARM_UP, Scenario
 
 T0 = 29_000_040  # an epoch minute at :00 of the hour (2025-02-20T13:00Z)
 TOKENS_PER_CALL = 800
@@ -135,17 +135,27 @@ def test_state_round_trip_continues_like_an_uninterrupted_detector(name: str, sp
     assert orjson.dumps(resumed.to_state()) == orjson.dumps(uninterrupted.to_state())
 
 
+def replay_scenario(runner: LearningFilter, scenario: Scenario, minutes: list) -> list[float]:
+    runner.detector.configure(scenario.context)
+    scores = []
+    for minute in minutes:
+        for facts in minute.events:
+            runner.detector.observe_one(facts)
+        scores.append(runner.process(minute.window).score)
+    return scores
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_learning_filter_round_trips_through_its_state(name: str) -> None:
-    minutes = poisson_minutes(4, 60, seed=8) + [window(T0 + 60 + i, 120) for i in range(5)]
+    scenario = SCENARIOS[name](0)
+    half = len(scenario.minutes) // 2
     original = new_filter(name)
-    for w in minutes:
-        original.process(w)
-    assert original.refused_in_a_row > 0  # the state includes a refusal streak
+    replay_scenario(original, scenario, scenario.minutes[:half])
     copy = filter_from_state(name, orjson.loads(orjson.dumps(original.to_state())))
     assert copy.refused_in_a_row == original.refused_in_a_row
-    tail = [window(T0 + 65 + i, 120) for i in range(3)] + poisson_minutes(4, 30, 9, T0 + 68)
-    assert [copy.process(w).score for w in tail] == [original.process(w).score for w in tail]
+    rest = scenario.minutes[half:]
+    assert replay_scenario(copy, scenario, rest) == replay_scenario(original, scenario, rest)
+    assert orjson.dumps(copy.to_state()) == orjson.dumps(original.to_state())
 
 
 @dataclass
@@ -176,19 +186,36 @@ def auc(scores: list[float], labels: list[bool]) -> float:
     return wins / (len(positives) * len(negatives))
 
 
-def scored_series(name: str) -> Iterator[tuple[float, bool]]:
+@pytest.mark.parametrize("name", NAMES)
+def test_detector_beats_chance_on_its_labelled_incidents(name: str) -> None:
+    """Each detector on what it exists to catch (tests/unit/detector_scenarios.py)."""
+    scores: list[float] = []
+    labels: list[bool] = []
+    for seed in range(5):
+        scenario = SCENARIOS[name](seed)
+        got = replay_scenario(new_filter(name), scenario, scenario.minutes)
+        for minute, score in zip(scenario.minutes[WARM_UP:], got[WARM_UP:], strict=True):
+            scores.append(score)
+            labels.append(minute.label)
+    base_rate = sum(labels) / len(labels)
+    assert 0.005 < base_rate < 0.75  # budget: every minute past the warning is labelled
+    assert auc(scores, labels) >= 0.9
+    flagged = [y for s, y in zip(scores, labels, strict=True) if s >= 0.8]
+    precision = sum(flagged) / max(len(flagged), 1)
+    recall = sum(flagged) / sum(labels)
+    assert precision >= 0.9
+    assert recall >= 0.6
+
+
+def test_spike_beats_chance_on_bursts_at_every_traffic_level() -> None:
+    pairs = []
     for seed, rate in enumerate([2, 3, 5, 10, 40, 150, 600]):
         series = labelled_series(rate, seed)
-        runner = new_filter(name)
+        runner = new_filter("spike")
         for i, (w, is_burst) in enumerate(zip(series.minutes, series.burst, strict=True)):
             score = runner.process(w).score
             if i >= 60:  # past warm-up
-                yield score, is_burst
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_detector_beats_chance_on_labelled_bursts(name: str) -> None:
-    pairs = list(scored_series(name))
+                pairs.append((score, is_burst))
     scores = [s for s, _ in pairs]
     labels = [y for _, y in pairs]
     base_rate = sum(labels) / len(labels)
