@@ -114,7 +114,14 @@ class Pipeline:
             and (result.final_through > result.scored_through or result.new or result.late)
         ):
             out.commits.append(
-                StateCommit(identity, result.scored_through, result.final_through, state.to_bytes())
+                StateCommit(
+                    identity,
+                    result.scored_through,
+                    # A new identity's final minute can still lie before its first (scored
+                    # from) minute: never move the scored pointer backwards.
+                    max(result.scored_through, result.final_through),
+                    state.to_bytes(),
+                )
             )
         return scored
 

@@ -45,8 +45,8 @@ def series(
 
 def mixed(
     quiet: int = 4,
-    minutes: int = 45,
-    runaway_from: int = 35,
+    minutes: int = 75,
+    runaway_from: int = 65,  # after the detectors' 60-minute warm-up
     prefix: str = "",
     start: datetime = T0,
 ) -> list[dict]:

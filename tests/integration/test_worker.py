@@ -102,8 +102,8 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
     client = aioredis.Redis.from_url(redis_server.url)
     store = WindowStore(client, settings.store_config())
     # Recent data, so the runaway's throttle command is still live when the test looks.
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=50)
-    docs = mixed(quiet=4, minutes=45, runaway_from=35, prefix=f"{tag}-", start=start)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=80)
+    docs = mixed(quiet=4, prefix=f"{tag}-", start=start)
     payloads = [orjson.dumps(d) for d in docs]
     half = len(payloads) // 2
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=10)
