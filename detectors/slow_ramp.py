@@ -10,6 +10,7 @@ calls and tokens, with a minimum absolute excess.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -80,7 +81,7 @@ class SlowRampDetector(MinuteDetector):
         path = [from_space(metric, y) for y in self.short_snapshots[metric]] + [short]
         if len(path) < 3:
             return False
-        steps = list(zip(path, path[1:], strict=False))
+        steps = list(itertools.pairwise(path))
         return all(b >= a and b <= self.config.max_step * a for a, b in steps)
 
     def _ew(self, current: float, window: MinuteWindow, metric: str, span: int) -> float:

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from meterguard.models import MeteringEvent
 from meterguard.timeutil import minute_of
 from streams.pipeline import BatchOutcome, Pipeline
-from streams.policy import PolicyConfig
+from streams.policy import BudgetSpec, PolicyConfig
 from streams.window_store import StoreConfig, WindowStore
 from tests.traffic import T0, as_events, mixed, series
 
@@ -140,3 +140,30 @@ async def test_keys_share_the_identity_hash_tag_and_expire(store: WindowStore):
     for key in keys:
         ttl = await store.redis.ttl(key)
         assert 0 < ttl <= store.config.ttl_s
+
+
+async def test_offboarded_identity_is_blocked_at_once_even_in_staging(store: WindowStore):
+    policy = PolicyConfig(offboarded_identities=frozenset({"svc-retired"}))
+    pipeline = Pipeline(store, policy)
+    docs = series("svc-retired", 5, 3, environment="staging")
+    out = await run(pipeline, as_events(docs), 100, now=T0 + timedelta(minutes=5))
+    firing = [a for a in out.alerts if a.status == "firing"]
+    assert [(a.detector, a.severity) for a in firing] == [("drift", "critical")]
+    assert "offboarding" in firing[0].summary
+    blocks = [c for c in out.commands if c.action == "block"]
+    assert blocks and blocks[0].limits.requests_per_minute == 0
+    assert (await store.active_throttle("svc-retired")).action == "block"
+
+
+async def test_budget_warns_before_the_cap_and_blocks_at_it(store: WindowStore):
+    # 6 calls/min x $0.0004 = $0.0024/min: $0.12/day is 50 minutes of this traffic.
+    policy = PolicyConfig(budgets={"svc-spender": BudgetSpec(daily_usd=0.12)})
+    pipeline = Pipeline(store, policy)
+    out = await run(pipeline, as_events(series("svc-spender", 60, 6)), 200)
+    budget = [a for a in out.alerts if a.detector == "budget" and a.status == "firing"]
+    assert [a.severity for a in budget] == ["warning", "critical"]
+    warning, cap = budget
+    assert warning.evidence["fraction"] < 1.0 <= cap.evidence["fraction"]
+    assert warning.window_end < cap.window_end
+    assert "budget" in warning.summary and "$" in warning.summary
+    assert any(c.action == "block" and c.alert_id == cap.alert_id for c in out.commands)
