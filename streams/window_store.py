@@ -34,6 +34,24 @@ redis.call('HSET', KEYS[1], 'sc', ARGV[2])
 return 1
 """
 
+# The gateway key holds one command for an identity that several detectors' episodes may
+# throttle: a release only clears its own alert's command, a throttle never replaces another
+# alert's block, and an already expired command (a replay of old events) writes nothing.
+_SET_THROTTLE = """
+local current = redis.call('GET', KEYS[1])
+local held = current and cjson.decode(current)
+if ARGV[1] == 'release' then
+  if held and held['alert_id'] == ARGV[2] then redis.call('DEL', KEYS[1]); return 1 end
+  return 0
+end
+if tonumber(ARGV[4]) <= 0 then return 0 end
+if held and held['action'] == 'block' and ARGV[1] ~= 'block' and held['alert_id'] ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class MinuteClose:
@@ -85,6 +103,7 @@ class WindowStore:
         self.config = config
         self._ingest = client.register_script(files("streams").joinpath("ingest.lua").read_text())
         self._commit = client.register_script(_COMMIT)
+        self._set_throttle = client.register_script(_SET_THROTTLE)
 
     # -- keys ------------------------------------------------------------------------------
     def key(self, identity: str, part: str) -> str:
@@ -143,7 +162,7 @@ class WindowStore:
                     client=pipe,
                 )
             for command in throttles:
-                self._queue_throttle(pipe, command, now)
+                await self._queue_throttle(pipe, command, now)
             for name, value in stats.items():
                 if value:
                     pipe.hincrby(f"{self.config.prefix}:stats", name, value)
@@ -152,15 +171,17 @@ class WindowStore:
             replies = await pipe.execute()
         return [c.identity for c, ok in zip(commits, replies, strict=False) if not ok]
 
-    def _queue_throttle(
+    async def _queue_throttle(
         self, pipe: aioredis.client.Pipeline, command: ThrottleCommand, now: datetime
     ) -> None:
-        key = self.throttle_key(command.identity)
         ttl_ms = math.floor((command.expires_at - now).total_seconds() * 1000)
-        if command.action == "release" or ttl_ms <= 0:
-            pipe.delete(key)
-        else:
-            pipe.set(key, command.model_dump_json(), px=ttl_ms)
+        args: list[str | int] = [
+            command.action,
+            command.alert_id or "",
+            command.model_dump_json(),
+            ttl_ms,
+        ]
+        await self._set_throttle(keys=[self.throttle_key(command.identity)], args=args, client=pipe)
 
     # -- reads (tests, replay, dashboard) ---------------------------------------------------
     async def window(

@@ -167,3 +167,35 @@ async def test_budget_warns_before_the_cap_and_blocks_at_it(store: WindowStore):
     assert warning.window_end < cap.window_end
     assert "budget" in warning.summary and "$" in warning.summary
     assert any(c.action == "block" and c.alert_id == cap.alert_id for c in out.commands)
+
+
+async def test_gateway_key_keeps_a_block_and_a_release_clears_only_its_own_command(
+    store: WindowStore,
+):
+    from meterguard.models import ThrottleCommand, ThrottleLimits
+
+    def command(action: str, alert: str, minute: int) -> ThrottleCommand:
+        issued = T0 + timedelta(minutes=minute)
+        return ThrottleCommand(
+            command_id=f"{action}-{alert}",
+            identity="svc-x",
+            action=action,
+            limits=ThrottleLimits(requests_per_minute=0 if action == "block" else 5),
+            reason="test",
+            alert_id=alert,
+            issued_at=issued,
+            expires_at=issued + timedelta(minutes=15),
+            version=minute,
+        )
+
+    now = T0 + timedelta(minutes=3)
+    block = command("block", "drift-alert", 0)
+    await store.commit([], [block, command("throttle", "spike-alert", 1)], now, {}, {})
+    assert (await store.active_throttle("svc-x")) == block  # a throttle never replaces a block
+    await store.commit([], [command("release", "spike-alert", 2)], now, {}, {})
+    assert (await store.active_throttle("svc-x")) == block  # not the spike's to release
+    stale = command("throttle", "old-alert", -60)  # expired before `now`: a replay of old data
+    await store.commit([], [stale], now, {}, {})
+    assert (await store.active_throttle("svc-x")) == block
+    await store.commit([], [command("release", "drift-alert", 2)], now, {}, {})
+    assert await store.active_throttle("svc-x") is None
