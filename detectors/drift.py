@@ -12,6 +12,7 @@ needed and a new model is judged by what it actually costs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ MAX_REMEMBERED = 64  # distinct workloads / sources / models remembered per iden
 class DriftConfig:
     learn_minutes: int = 60  # first hour of an identity: learn its habits, never alert
     learn_events: int = 30
-    price_jump: float = 4.0  # new model costing this many times the usual price per token
+    price_jump: float = 3.0  # new model costing this many times the usual price per token
     drift_score: float = 0.85  # a warning: worth a look, not a throttle by itself
 
 
@@ -83,10 +84,12 @@ class DriftDetector(MinuteDetector):
                 and price >= self.config.price_jump * self.usual_price
             ):
                 ratio = price / self.usual_price
+                # drift_score at the threshold, +0.1 per doubling beyond it (capped at 0.95).
+                jump = self.config.drift_score + 0.1 * math.log2(ratio / self.config.price_jump)
                 self._flag(
                     "pricier_model",
                     f"switched to {model!r} at {ratio:.1f}x the usual price per token",
-                    self.config.drift_score,
+                    min(0.95, jump),
                     facts,
                 )
             if len(self.models) < MAX_REMEMBERED:

@@ -23,6 +23,7 @@ from detectors.spike import from_space, to_space
 METRICS = ("calls", "tokens")
 SNAPSHOT_EVERY = 15  # minutes between anchor snapshots
 SNAPSHOTS = 12  # 3 hours of snapshots
+RISING_SNAPSHOTS = 3  # a ramp has been rising for 45 minutes at least
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,10 @@ class SlowRampDetector(MinuteDetector):
         return best
 
     def _gradual(self, metric: str, short: float) -> bool:
-        """Still rising, and by at most `max_step` per 15-minute snapshot (oldest first)."""
+        """Rising for the last 45 minutes at least (three 15-minute snapshots), by at most
+        `max_step` per snapshot: a deploy that doubles traffic in 10 minutes is a step."""
         path = [from_space(metric, y) for y in self.short_snapshots[metric]] + [short]
-        if len(path) < 3:
+        if len(path) < RISING_SNAPSHOTS + 1:
             return False
         steps = list(itertools.pairwise(path))
         return all(b >= a and b <= self.config.max_step * a for a, b in steps)
@@ -101,9 +103,8 @@ class SlowRampDetector(MinuteDetector):
                 )
             if window.minute % SNAPSHOT_EVERY == 0:
                 self.snapshots[metric] = [*self.snapshots[metric], self.long[metric]][-SNAPSHOTS:]
-                self.short_snapshots[metric] = [*self.short_snapshots[metric], self.short[metric]][
-                    -2:
-                ]
+                recent = [*self.short_snapshots[metric], self.short[metric]]
+                self.short_snapshots[metric] = recent[-RISING_SNAPSHOTS:]
         self.minutes += 1
 
     def to_state(self) -> dict[str, Any]:

@@ -182,6 +182,78 @@ def replay(
 
 
 @cli.command()
+def evaluate(
+    identities: int = 300,
+    minutes: int = 480,
+    seed: int = 11,
+    incidents: Annotated[
+        int | None, typer.Option(help="incidents to inject (default: 3 per kind)")
+    ] = None,
+    kinds: Annotated[str, typer.Option(help="comma-separated incident kinds, or all")] = "all",
+    traps: Annotated[
+        bool | None,
+        typer.Option("--traps/--no-traps", help="benign look-alikes (default: simulator's)"),
+    ] = None,
+    incident_after: Annotated[
+        int | None, typer.Option(help="no incident before this minute (default: warm-up)")
+    ] = None,
+    start: Annotated[
+        str, typer.Option(help="RFC 3339 start of the simulated run (hh:50: see demo)")
+    ] = "2025-01-06T05:50:00Z",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    keep: Annotated[
+        Path | None, typer.Option(help="keep events, labels and alerts in this directory")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="exit 1 if any target is missed")] = False,
+    progress: Annotated[bool, typer.Option(help="show the replay progress bar")] = True,
+) -> None:
+    """Recall, time to detect and false alerts of the replay pipeline on labelled traffic."""
+    import contextlib
+    import tempfile
+
+    from streams.embedded import EmbeddedRedis
+    from streams.evaluate import evaluation_config, run_evaluation
+
+    settings = _settings()
+    try:
+        begin = parse_event_time(start)
+        cfg, notes = evaluation_config(
+            start=begin,
+            identities=identities,
+            minutes=minutes,
+            seed=seed,
+            kinds=kinds,
+            incidents=incidents,
+            traps=traps,
+            incident_after=incident_after,
+        )
+    except ValueError as exc:
+        err.print(f"[red]cannot evaluate:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+    def phase(message: str) -> None:
+        err.print(f"[bold]>[/bold] {message}")
+
+    with contextlib.ExitStack() as stack:
+        workdir = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mg-eval-")))
+        redis_url = settings.redis_url
+        if not redis_url:
+            phase("starting an embedded Redis (MG_REDIS_URL is not set)")
+            redis_url = stack.enter_context(EmbeddedRedis()).url
+        report = run_evaluation(
+            cfg, settings, redis_url, workdir, on_phase=phase, show_progress=progress, notes=notes
+        )
+    for note in report.notes:
+        err.print(f"[yellow]note:[/yellow] {note}")
+    Console().print(report.table())
+    if json_out is not None:
+        json_out.write_bytes(report.to_json() + b"\n")
+        err.print(f"report written to {json_out}")
+    if strict and not report.passed:
+        raise typer.Exit(1)
+
+
+@cli.command()
 def demo(
     duration: Annotated[
         float | None, typer.Option(help="stop after S seconds (default: Ctrl-C)")

@@ -3,6 +3,12 @@
 Pure: no Kafka, no files, no wall clock. Every random draw comes from a generator derived from
 (cfg.seed, stream[, minute]), so the same SimConfig always yields the same events and one
 minute's traffic does not depend on how many events earlier minutes happened to draw.
+
+Two worlds share this module. The classic one (only `runaway_agent` incidents, no traps) is
+what the demo streams; its events never change. The evaluation world (`SimConfig.enriched`:
+traps on, or any other incident kind) adds credentials and sources, an agent call graph with
+trace context, realistic traps and the other incident kinds; it lives in
+streams/sim_incidents.py and is imported only when used.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _IDENTITIES, _INCIDENTS, _TRAFFIC = 1, 2, 3
 
 # model: (provider, USD per 1M input tokens, USD per 1M output tokens, ms per output token, share)
+# A share of 0: nobody's usual model in the classic world (premium tiers, see sim_incidents).
 MODELS: dict[str, tuple[str, float, float, float, float]] = {
     "gpt-4o": ("openai", 2.50, 10.00, 12.0, 0.25),
     "gpt-4o-mini": ("openai", 0.15, 0.60, 7.0, 0.30),
     "claude-sonnet-4-20250514": ("anthropic", 3.00, 15.00, 14.0, 0.20),
     "claude-3-5-haiku-20241022": ("anthropic", 0.80, 4.00, 8.0, 0.15),
     "gemini-2.0-flash": ("google", 0.10, 0.40, 5.0, 0.10),
+    "claude-opus-4": ("anthropic", 15.00, 75.00, 25.0, 0.0),
+    "gemini-2.5-pro": ("google", 1.25, 10.00, 10.0, 0.0),
 }
 CATEGORIES = {"svc": 0.35, "agent": 0.25, "ci": 0.15, "key": 0.25}
 WORKLOADS = {"svc": "api", "agent": "assistant", "ci": "pipeline", "key": "integration"}
@@ -51,10 +60,26 @@ class IncidentEffect:
     repeat_share: float  # share of calls repeating one request (same fingerprint)
 
 
-# One entry per incident kind: adding a kind is adding a line here.
+ALL_INCIDENT_KINDS: tuple[str, ...] = (
+    "runaway_agent",  # an agent calling 30x its usual rate, bigger prompts, repeating itself
+    "retry_loop",  # one request fingerprint hammered steadily, mostly failing
+    "slow_ramp",  # a leaked key used a little more every hour (1x -> 4-8x)
+    "agent_chain",  # agents calling agents in a cycle: deep traces, fan-out, new edges
+    "drift_model",  # same rate, a much pricier model tier
+    "drift_workload",  # the credential used by a new workload from a new source
+    "offboarded",  # an identity offboarded before the run calls again
+    "budget_burn",  # sustained elevated spend that crosses the daily budget
+)
+
+# The uniform scaling of an identity's ordinary traffic while its incident lasts. Only the
+# runaway agent is pure scaling; the other kinds are shaped in streams/sim_incidents.py.
 INCIDENT_EFFECTS: dict[str, IncidentEffect] = {
     "runaway_agent": IncidentEffect(rate_factor=30.0, token_factor=2.0, repeat_share=0.6),
+    **{kind: IncidentEffect(1.0, 1.0, 0.0) for kind in ALL_INCIDENT_KINDS[1:]},
 }
+# Kinds that need more than SimConfig.incident_minutes to unfold: their own minimum duration.
+MIN_INCIDENT_MINUTES = {"slow_ramp": 90, "budget_burn": 120}
+OFFBOARDED_QUIET_MINUTES = 60  # an offboarded identity is silent at least this long before
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,11 @@ class SimConfig:
     incident_minutes: int = 15  # duration of each incident
     incident_latest_start: int | None = None  # minute; default: any time that fits the run
     incident_kinds: tuple[str, ...] = ("runaway_agent",)  # assigned round-robin
+    # Normal behaviour that must not alert (cold starts, backoff retries, deploy traffic
+    # shifts, premium-model users, quiet offboarded identities); batch bursts, the daily
+    # rhythm and the agent call graph are there anyway.
+    traps: bool = False
+    cold_start_share: float = 0.05  # with traps: identities that first appear mid-run
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -85,11 +115,41 @@ class SimConfig:
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         if self.identities < 1 or self.minutes < 1 or self.seed < 0 or self.incidents < 0:
             raise ValueError("identities and minutes must be >= 1, seed and incidents >= 0")
-        if self.incidents and self.incident_after_minutes + self.incident_minutes > self.minutes:
-            raise ValueError("no room for an incident: raise minutes or lower incident_*")
-        unknown = set(self.incident_kinds) - set(INCIDENT_EFFECTS)
-        if unknown or not self.incident_kinds:
+        if not 0.0 <= self.cold_start_share < 1.0:
+            raise ValueError("cold_start_share must be in [0, 1)")
+        kinds = self.incident_kinds
+        for kind in dict.fromkeys(kinds[i % len(kinds)] for i in range(self.incidents)):
+            if incident_earliest_start(self, kind) + incident_duration(self, kind) > self.minutes:
+                detail = "" if kind == "runaway_agent" else f" ({kind} needs"
+                if detail:
+                    need = incident_earliest_start(self, kind) + incident_duration(self, kind)
+                    detail += f" {need} minutes)"
+                raise ValueError(
+                    f"no room for an incident: raise minutes or lower incident_*{detail}"
+                )
+        unknown = set(kinds) - set(INCIDENT_EFFECTS)
+        if unknown or not kinds:
             raise ValueError(f"unknown incident kinds {sorted(unknown)}")
+
+    @property
+    def enriched(self) -> bool:
+        """Whether the run uses the evaluation world of streams/sim_incidents.py.
+
+        False for the classic configuration (runaway_agent only, no traps), whose events are
+        kept exactly as they always were.
+        """
+        return self.traps or any(kind != "runaway_agent" for kind in self.incident_kinds)
+
+
+def incident_duration(cfg: SimConfig, kind: str) -> int:
+    """Minutes an incident of this kind lasts."""
+    return max(cfg.incident_minutes, MIN_INCIDENT_MINUTES.get(kind, 0))
+
+
+def incident_earliest_start(cfg: SimConfig, kind: str) -> int:
+    """First run minute an incident of this kind may start."""
+    quiet = OFFBOARDED_QUIET_MINUTES if kind == "offboarded" else 0
+    return max(cfg.incident_after_minutes, quiet)
 
 
 @dataclass(frozen=True)
@@ -145,7 +205,7 @@ def plan_identities(cfg: SimConfig) -> list[IdentityProfile]:
     teams, jobs = rng.choice(TEAMS, n).tolist(), rng.choice(CI_JOBS, n).tolist()
     labels = [jobs[i] if cats[i] == "ci" else teams[i] for i in range(n)]
     envs = _pick(rng, ENVIRONMENTS, n)
-    models = _pick(rng, {m: spec[4] for m, spec in MODELS.items()}, n)
+    models = _pick(rng, {m: spec[4] for m, spec in MODELS.items() if spec[4] > 0}, n)
     n_fps = rng.integers(2, 7, n).tolist()
     seen: set[str] = set()
     names = [_name(rng, cats[i], labels[i], seen) for i in range(n)]
@@ -185,17 +245,30 @@ def _incidents_for(cfg: SimConfig, profiles: list[IdentityProfile]) -> list[Inci
     chosen = [*rng.permutation(agents).tolist(), *rng.permutation(others).tolist()]
     if len(chosen) < cfg.incidents:
         raise ValueError(f"only {len(chosen)} identities are eligible for an incident")
-    latest = cfg.minutes - cfg.incident_minutes
-    if cfg.incident_latest_start is not None:
-        latest = max(cfg.incident_after_minutes, min(latest, cfg.incident_latest_start))
-    starts = rng.integers(cfg.incident_after_minutes, latest + 1, cfg.incidents).tolist()
-    kinds = cfg.incident_kinds
+    kinds = [cfg.incident_kinds[i % len(cfg.incident_kinds)] for i in range(cfg.incidents)]
+    lows = [incident_earliest_start(cfg, kind) for kind in kinds]
+    highs = []
+    for kind, low in zip(kinds, lows, strict=True):
+        latest = cfg.minutes - incident_duration(cfg, kind)
+        if cfg.incident_latest_start is not None:
+            latest = max(low, min(latest, cfg.incident_latest_start))
+        highs.append(latest + 1)
+    if len(set(lows)) == 1 and len(set(highs)) == 1:  # the classic single-bound draw
+        starts = rng.integers(lows[0], highs[0], cfg.incidents).tolist()
+    else:
+        starts = rng.integers(lows, highs).tolist()
+    if not cfg.enriched:
+        identities = chosen[: cfg.incidents]
+    else:
+        from streams.sim_incidents import choose_incident_identities
+
+        identities = choose_incident_identities(cfg, profiles, kinds, chosen, rng)
     incidents = [
         Incident(
-            kind=kinds[i % len(kinds)],
-            identity=chosen[i],
+            kind=kinds[i],
+            identity=identities[i],
             start=cfg.start + timedelta(minutes=starts[i]),
-            end=cfg.start + timedelta(minutes=starts[i] + cfg.incident_minutes),
+            end=cfg.start + timedelta(minutes=starts[i] + incident_duration(cfg, kinds[i])),
         )
         for i in range(cfg.incidents)
     ]
@@ -245,6 +318,11 @@ class SimPlan:
             )
             for inc in self.incidents
         ]
+        self.world: Any = None  # sim_incidents.World for enriched runs
+        if cfg.enriched:
+            from streams.sim_incidents import World
+
+            self.world = World(self)
 
     def effects(self, minute: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-identity (rate factor, token factor, repeat share) during this minute."""
@@ -291,42 +369,79 @@ def _trace_ids(rng: np.random.Generator, count: int) -> list[tuple[str, str, str
     ]
 
 
-def _draw(plan: SimPlan, minute: int) -> dict[str, Any]:
-    """Per-event columns (Python lists) of one run minute, sorted by time; vectorised."""
+@dataclass(frozen=True)
+class BaseCalls:
+    """Numpy columns of one minute's ordinary (Poisson) traffic, sorted by offset."""
+
+    who: np.ndarray  # identity index
+    offsets: np.ndarray  # ms into the minute
+    error: np.ndarray  # bool
+    tok_in: np.ndarray
+    tok_out: np.ndarray
+    latency_noise: np.ndarray  # multiplies (150 + output tokens * ms per token)
+    fp: np.ndarray  # index into SimPlan.fingerprints
+    traced: np.ndarray  # bool: carries trace context
+    error_types: list[str]  # one per error, in event order
+    rng: np.random.Generator  # the minute's traffic stream, for any draw after these
+
+
+def _base_calls(
+    plan: SimPlan,
+    minute: int,
+    rate_f: np.ndarray,
+    tok_in_f: np.ndarray,
+    tok_out_f: np.ndarray,
+    repeat: np.ndarray,
+) -> BaseCalls:
+    """The ordinary traffic of one run minute; the draw order is fixed (classic output)."""
     rng = _rng(plan.cfg, _TRAFFIC, minute)
     t0 = plan.start_ms + minute * MINUTE_MS
-    rate_f, tok_f, repeat = plan.effects(minute)
     counts = rng.poisson(plan.rate * plan.shape(t0) * rate_f)
     offsets = rng.integers(0, MINUTE_MS, int(counts.sum()))
     order = np.argsort(offsets, kind="stable")
     who, offsets = np.repeat(np.arange(counts.size), counts)[order], offsets[order]
     n = who.size
     error = rng.random(n) < ERROR_RATE
-    tok_in = np.maximum(1, np.rint(plan.in_med[who] * tok_f[who] * rng.lognormal(0, 0.5, n)))
-    tok_out = np.maximum(1, np.rint(plan.out_med[who] * tok_f[who] * rng.lognormal(0, 0.5, n)))
+    tok_in = np.maximum(1, np.rint(plan.in_med[who] * tok_in_f[who] * rng.lognormal(0, 0.5, n)))
+    tok_out = np.maximum(1, np.rint(plan.out_med[who] * tok_out_f[who] * rng.lognormal(0, 0.5, n)))
     tok_out = np.where(error, 0, tok_out)  # a failed call generates nothing
-    cost = (tok_in * plan.price_in[who] + tok_out * plan.price_out[who]) / 1e6
-    latency = (150 + tok_out * plan.ms_per_token[who]) * rng.lognormal(0, 0.3, n)
+    noise = rng.lognormal(0, 0.3, n)
     pick = (rng.random(n) * plan.fp_count[who]).astype(np.int64)
     pick = np.where(rng.random(n) < repeat[who], 0, pick)  # a runaway loop repeats itself
     traced = plan.agent[who] & (rng.random(n) < TRACED_AGENT_SHARE)
+    error_types = _pick(rng, ERROR_TYPES, int(error.sum()))
+    return BaseCalls(
+        who, offsets, error, tok_in, tok_out, noise, plan.fp_offset[who] + pick, traced,
+        error_types, rng,
+    )  # fmt: skip
+
+
+def _draw(plan: SimPlan, minute: int) -> dict[str, Any]:
+    """Per-event columns (Python lists) of one classic run minute, sorted by time."""
+    rate_f, tok_f, repeat = plan.effects(minute)
+    calls = _base_calls(plan, minute, rate_f, tok_f, tok_f, repeat)
+    who, tok_in, tok_out = calls.who, calls.tok_in, calls.tok_out
+    cost = (tok_in * plan.price_in[who] + tok_out * plan.price_out[who]) / 1e6
+    latency = (150 + tok_out * plan.ms_per_token[who]) * calls.latency_noise
     return {
         "who": who.tolist(),
-        "time": _format_times(t0 + offsets),
+        "time": _format_times(plan.start_ms + minute * MINUTE_MS + calls.offsets),
         "in": tok_in.astype(np.int64).tolist(),
         "out": tok_out.astype(np.int64).tolist(),
         "cost": np.round(cost, 8).tolist(),
         "latency": np.rint(latency).astype(np.int64).tolist(),
-        "error": error.tolist(),
-        "traced": traced.tolist(),
-        "fp": (plan.fp_offset[who] + pick).tolist(),
-        "error_types": iter(_pick(rng, ERROR_TYPES, int(error.sum()))),
-        "trace_ids": iter(_trace_ids(rng, int(traced.sum()))),
+        "error": calls.error.tolist(),
+        "traced": calls.traced.tolist(),
+        "fp": calls.fp.tolist(),
+        "error_types": iter(calls.error_types),
+        "trace_ids": iter(_trace_ids(calls.rng, int(calls.traced.sum()))),
     }
 
 
 def generate_minute(plan: SimPlan, minute: int, first_seq: int) -> list[dict[str, Any]]:
     """The events of run minute `minute`, sorted by event_time, ids counted from first_seq."""
+    if plan.world is not None:
+        return plan.world.minute_events(minute, first_seq)
     col = _draw(plan, minute)
     prefix = f"sim{plan.cfg.seed}-"
     events = []
@@ -361,3 +476,32 @@ def generate(cfg: SimConfig) -> Iterator[dict[str, Any]]:
         events = generate_minute(plan, minute, seq)
         seq += len(events)
         yield from events
+
+
+def offboarded_identities(cfg: SimConfig) -> list[str]:
+    """Identities the policy should list as offboarded (sorted); none in the classic world."""
+    world = SimPlan(cfg).world
+    return world.offboarded_identities() if world is not None else []
+
+
+def budgets(cfg: SimConfig) -> dict[str, float]:
+    """Daily USD budget per identity: 3x its expected spend in a UTC day of this run.
+
+    Computed from the profiles (rate, token sizes, model prices, daily rhythm), not from the
+    random draw. Only the part of a day the run covers counts, as the pipeline's windows
+    start empty: normal identities end the day near a third of their budget, a budget_burn
+    incident crosses it about two thirds of the way through its window.
+    """
+    from streams.sim_incidents import budgets_for
+
+    return budgets_for(SimPlan(cfg))
+
+
+def incident_bystanders(cfg: SimConfig) -> dict[Incident, tuple[str, ...]]:
+    """Identities other than the labelled one whose traffic an incident also changes.
+
+    Only agent_chain has any: the other agents of the cycle. Alerts on them during the
+    incident are consequences of it, not false alerts of a normal identity.
+    """
+    world = SimPlan(cfg).world
+    return world.bystanders() if world is not None else {}
