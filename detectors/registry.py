@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from detectors.agent_chain import AgentChainDetector
 from detectors.base import Detector
 from detectors.budget import BudgetDetector
 from detectors.drift import DriftDetector
@@ -16,7 +17,14 @@ from detectors.spike import SpikeDetector
 # name -> (fresh detector, detector from saved state)
 REGISTRY: dict[str, tuple[Callable[[], Detector], Callable[[dict[str, Any]], Detector]]] = {
     cls.name: (cls, cls.from_state)
-    for cls in (SpikeDetector, SlowRampDetector, RetryLoopDetector, DriftDetector, BudgetDetector)
+    for cls in (
+        SpikeDetector,
+        SlowRampDetector,
+        RetryLoopDetector,
+        AgentChainDetector,
+        DriftDetector,
+        BudgetDetector,
+    )
 }
 
 

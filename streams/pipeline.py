@@ -10,6 +10,7 @@ on redelivery and re-publishes the same ids (at-least-once, never a lost alert).
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,13 @@ from meterguard.models import Alert, MeteringEvent, ThrottleCommand
 from meterguard.timeutil import MINUTE_MS
 from streams.identity_state import IdentityState
 from streams.policy import Attribution, PolicyConfig, ScoredMinute, decide
-from streams.window_store import IngestResult, StateCommit, WindowStore
+from streams.window_store import (
+    IngestResult,
+    SpanLink,
+    SpanPlace,
+    StateCommit,
+    WindowStore,
+)
 
 
 @dataclass(frozen=True)
@@ -54,14 +61,20 @@ class Pipeline:
         groups: dict[str, list[int]] = defaultdict(list)
         for index, event in enumerate(events):
             groups[event.identity].append(index)
-        results = await self.store.ingest(
-            {identity: [events[i] for i in idx] for identity, idx in groups.items()}
+        traced = [i for i, e in enumerate(events) if _linkable(e)]
+        results, places = await asyncio.gather(
+            self.store.ingest(
+                {identity: [events[i] for i in idx] for identity, idx in groups.items()}
+            ),
+            self.store.link_spans([_span(events[i]) for i in traced]) if traced else _nothing(),
         )
+        place_of = dict(zip(traced, places, strict=True))
         outcome = BatchOutcome()
         per_event: list[EventScores | None] = [None] * len(events)
         for identity, indices in groups.items():
             mine = [events[i] for i in indices]
-            scored = self._score_identity(identity, mine, results[identity], outcome)
+            spans = [place_of.get(i) for i in indices]
+            scored = self._score_identity(identity, mine, spans, results[identity], outcome)
             for i, item in zip(indices, scored, strict=True):
                 per_event[i] = item
         outcome.scores = [s for s in per_event if s is not None]
@@ -73,7 +86,12 @@ class Pipeline:
         )
 
     def _score_identity(
-        self, identity: str, events: list[MeteringEvent], result: IngestResult, out: BatchOutcome
+        self,
+        identity: str,
+        events: list[MeteringEvent],
+        spans: list[SpanPlace | None],
+        result: IngestResult,
+        out: BatchOutcome,
     ) -> list[EventScores]:
         state = IdentityState.from_bytes(result.state)
         context = self.policy.context_for(identity)
@@ -97,7 +115,7 @@ class Pipeline:
             while final_minute is not None and rows and rows[0].minute <= final_minute:
                 self._score_minute(identity, state, rows.pop(0), event, out)
             if status != "duplicate":  # after the minutes it closed: it belongs to a later one
-                facts = event_facts(event)
+                facts = event_facts(event, spans[i])
                 for detector in state.filters.values():
                     detector.detector.observe_one(facts)
             scored.append(EventScores(event, status, dict(state.last_scores)))
@@ -159,7 +177,22 @@ def _attribution(event: MeteringEvent, current: Attribution) -> Attribution:
     )
 
 
-def event_facts(event: MeteringEvent) -> EventFacts:
+def _linkable(event: MeteringEvent) -> bool:
+    ids = (event.trace_id or "", event.span_id or "", event.parent_span_id or "")
+    return bool(event.trace_id and event.span_id) and not any(
+        "\t" in part or "\n" in part for part in ids
+    )
+
+
+def _span(event: MeteringEvent) -> SpanLink:
+    return SpanLink(event.trace_id or "", event.span_id or "", event.parent_span_id, event.identity)
+
+
+async def _nothing() -> list[SpanPlace]:
+    return []
+
+
+def event_facts(event: MeteringEvent, span: SpanPlace | None = None) -> EventFacts:
     fingerprint = event.request_fingerprint
     if fingerprint is None and event.status == "error":
         # No fingerprint: the failing operation stands in for "the same request".
@@ -176,4 +209,8 @@ def event_facts(event: MeteringEvent) -> EventFacts:
         caller=event.caller_identity,
         tokens=event.input_tokens + event.output_tokens,
         cost_nano_usd=event.cost_nano_usd,
+        depth=span.depth if span else None,
+        cycle=span.cycle if span else False,
+        fanout=span.fanout if span else 0,
+        trace_root=span.root if span else None,
     )

@@ -34,6 +34,9 @@ redis.call('HSET', KEYS[1], 'sc', ARGV[2])
 return 1
 """
 
+TRACE_TTL_S = 3600  # a trace's call tree is kept this long after its last span
+MAX_TRACE_HOPS = 64
+
 # The gateway key holds one command for an identity that several detectors' episodes may
 # throttle: a release only clears its own alert's command, a throttle never replaces another
 # alert's block, and an already expired command (a replay of old events) writes nothing.
@@ -51,6 +54,24 @@ end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return 1
 """
+
+
+@dataclass(frozen=True)
+class SpanLink:
+    """One traced call as the trace store saw it (for the agent-chain detector)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    identity: str
+
+
+@dataclass(frozen=True)
+class SpanPlace:
+    depth: int  # hops from the root span (as far as the parents are known yet)
+    cycle: bool  # the identity already appears among the span's ancestors
+    root: str | None  # identity of the trace's root span, once the chain reaches it
+    fanout: int  # children of the span's parent so far
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,7 @@ class WindowStore:
         self._ingest = client.register_script(files("streams").joinpath("ingest.lua").read_text())
         self._commit = client.register_script(_COMMIT)
         self._set_throttle = client.register_script(_SET_THROTTLE)
+        self._trace = client.register_script(files("streams").joinpath("trace.lua").read_text())
 
     # -- keys ------------------------------------------------------------------------------
     def key(self, identity: str, part: str) -> str:
@@ -141,6 +163,28 @@ class WindowStore:
                     f"{len(groups[identity])} events for {identity!r}"
                 )
         return results
+
+    async def link_spans(self, spans: Sequence[SpanLink]) -> list[SpanPlace]:
+        """Add spans to their traces' call trees (one script per trace, one round trip) and
+        return each span's depth, cycle flag, root and parent fan-out, in input order."""
+        by_trace: dict[str, list[int]] = {}
+        for i, span in enumerate(spans):
+            by_trace.setdefault(span.trace_id, []).append(i)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for trace_id, indices in by_trace.items():
+                packed = "".join(
+                    f"{spans[i].span_id}\t{spans[i].parent_span_id or ''}\t{spans[i].identity}\n"
+                    for i in indices
+                )
+                key = f"{self.config.prefix}:trace:{{{trace_id}}}"
+                args: list[str | int] = [TRACE_TTL_S, MAX_TRACE_HOPS, packed]
+                await self._trace(keys=[key], args=args, client=pipe)
+            replies = await pipe.execute()
+        places: list[SpanPlace | None] = [None] * len(spans)
+        for indices, reply in zip(by_trace.values(), replies, strict=True):
+            for i, (depth, cycle, root, fanout) in zip(indices, reply, strict=True):
+                places[i] = SpanPlace(int(depth), bool(cycle), _text(root) or None, int(fanout))
+        return [p if p is not None else SpanPlace(0, False, None, 0) for p in places]
 
     async def commit(
         self,

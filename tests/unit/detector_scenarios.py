@@ -144,6 +144,42 @@ def drift(seed: int) -> Scenario:
     return Scenario(out)
 
 
+def agent_chain(seed: int) -> Scenario:
+    rng = np.random.default_rng(seed)
+    out, m = [], 0
+    while m < 360:
+        # Ordinary: called by one of two known agents, at depth 1-3, small fan-out.
+        events = [
+            call(
+                T0 + m,
+                k,
+                rng,
+                caller=f"agent-{int(rng.integers(0, 2))}",
+                depth=int(rng.integers(1, 4)),
+                fanout=int(rng.integers(1, 4)),
+            )
+            for k in range(int(rng.poisson(6)))
+        ]
+        looping = m > WARM_UP and rng.random() < 0.03
+        if looping:  # a loop through this agent: cycles, deep, wide, via a new caller
+            events += [
+                call(
+                    T0 + m,
+                    100 + k,
+                    rng,
+                    caller="agent-loop",
+                    depth=8 + k,
+                    cycle=True,
+                    fanout=25,
+                    trace_root="agent-root",
+                )
+                for k in range(int(rng.integers(3, 9)))
+            ]
+        out.append(minute_of(T0 + m, events, looping))
+        m += 1
+    return Scenario(out)
+
+
 def budget(seed: int) -> Scenario:
     rng = np.random.default_rng(seed)
     rate = 10.0
@@ -165,6 +201,7 @@ SCENARIOS: dict[str, Callable[[int], Scenario]] = {
     "spike": spike,
     "slow_ramp": slow_ramp,
     "retry_loop": retry_loop,
+    "agent_chain": agent_chain,
     "drift": drift,
     "budget": budget,
 }

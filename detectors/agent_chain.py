@@ -1,0 +1,130 @@
+"""Agent chaining: one agent triggering another, seen from the called identity (pure).
+
+Each traced call arrives with its place in the trace's call tree (streams/ links the spans in
+Redis): its depth, whether its identity already appears among its ancestors (a cycle
+A -> B -> ... -> A), how many children its parent has (fan-out) and who called it. After
+learning its first hour, an identity's findings are:
+
+* cycle: it is being called from inside a chain it already belongs to (3+ in a minute is
+  a loop, critical);
+* deep chain: depth beyond twice the deepest it was normally called at (and at least 6);
+* fan-out explosion: its caller's span has spawned `fanout_limit` children or more;
+* new edge: a caller it was never called by before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from detectors.base import MinuteDetector, Verdict
+from detectors.features import EventFacts, MinuteWindow
+
+MAX_CALLERS = 64
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    learn_minutes: int = 60
+    learn_events: int = 30
+    depth_floor: int = 6
+    depth_factor: float = 2.0
+    fanout_limit: int = 15
+    loop_cycles: int = 3  # cyclic calls in one minute that make a loop, not a recursion
+    finding_score: float = 0.85
+    loop_score: float = 0.95
+
+
+class AgentChainDetector(MinuteDetector):
+    name = "agent_chain"
+
+    def __init__(self, config: ChainConfig | None = None) -> None:
+        self.config = config or ChainConfig()
+        self.first_minute: int | None = None
+        self.events = 0
+        self.callers: list[str] = []
+        self.normal_depth = 0
+        # finding kind -> [count, worst value] since the last scored minute
+        self.pending: dict[str, list[Any]] = {}
+
+    def observe_one(self, facts: EventFacts) -> None:
+        if facts.depth is None and facts.caller is None:
+            return
+        if self.first_minute is None:
+            self.first_minute = facts.minute
+        learning = (
+            facts.minute - self.first_minute < self.config.learn_minutes
+            or self.events < self.config.learn_events
+        )
+        self.events += 1
+        if facts.caller and facts.caller not in self.callers:
+            if not learning:
+                self._note("new_edge", facts.caller)
+            if len(self.callers) < MAX_CALLERS:
+                self.callers.append(facts.caller)
+        if facts.depth is None:
+            return
+        if learning:
+            self.normal_depth = max(self.normal_depth, facts.depth)
+            return
+        if facts.cycle:
+            self._note("cycle", facts.trace_root or "?")
+        if facts.depth > self._depth_limit():
+            self._note("deep_chain", facts.depth)
+        if facts.fanout >= self.config.fanout_limit:
+            self._note("fan_out", facts.fanout)
+
+    def _depth_limit(self) -> float:
+        return max(self.config.depth_floor, self.config.depth_factor * self.normal_depth)
+
+    def _note(self, kind: str, value: Any) -> None:
+        entry = self.pending.setdefault(kind, [0, value])
+        entry[0] += 1
+        if isinstance(value, int) and value > entry[1]:
+            entry[1] = value
+
+    def score_one(self, window: MinuteWindow) -> Verdict:
+        if not self.pending:
+            return Verdict(score=0.0)
+        cfg = self.config
+        cycles = self.pending.get("cycle", [0, None])[0]
+        score = cfg.loop_score if cycles >= cfg.loop_cycles else cfg.finding_score
+        parts = []
+        if cycles:
+            root = self.pending["cycle"][1]
+            parts.append(f"called {cycles} time(s) from inside a chain it belongs to (root {root})")
+        if "deep_chain" in self.pending:
+            count, deepest = self.pending["deep_chain"]
+            parts.append(f"{count} call(s) at depth up to {deepest} (normally {self.normal_depth})")
+        if "fan_out" in self.pending:
+            count, widest = self.pending["fan_out"]
+            parts.append(f"its caller spawned {widest} calls at once")
+        if "new_edge" in self.pending:
+            parts.append(f"a new caller {self.pending['new_edge'][1]!r}")
+        evidence: dict[str, Any] = {
+            kind: {"count": c, "worst": v} for kind, (c, v) in self.pending.items()
+        }
+        evidence["normal_depth"] = self.normal_depth
+        return Verdict(score=score, evidence=evidence, reason="; ".join(parts))
+
+    def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
+        self.pending = {}  # findings are reported once, with the minute they fell in
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "first_minute": self.first_minute,
+            "events": self.events,
+            "callers": self.callers,
+            "normal_depth": self.normal_depth,
+            "pending": self.pending,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AgentChainDetector:
+        d = cls()
+        d.first_minute = state["first_minute"]
+        d.events = int(state["events"])
+        d.callers = list(state["callers"])
+        d.normal_depth = int(state["normal_depth"])
+        d.pending = {k: list(v) for k, v in state["pending"].items()}
+        return d

@@ -1,0 +1,34 @@
+-- Link one trace's new spans into its call tree and describe each span's place in it.
+-- KEYS: 1 trace hash ({prefix}:trace:{<trace_id>}): span_id -> "parent\tidentity",
+--          "#<span_id>" -> number of children
+-- ARGV: 1 ttl seconds, 2 max hops, 3 spans, one per line: span_id \t parent_span_id \t identity
+-- Returns per span: depth, cycle (1: its identity already appears among its ancestors),
+-- root identity ('' if the chain of parents is not complete yet), parent's child count.
+local key, ttl, max_hops = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local spans = {}
+for span, parent, identity in string.gmatch(ARGV[3], '([^\t\n]+)\t([^\t\n]*)\t([^\t\n]+)\n') do
+  if redis.call('HSETNX', key, span, parent .. '\t' .. identity) == 1 and parent ~= '' then
+    redis.call('HINCRBY', key, '#' .. parent, 1)
+  end
+  spans[#spans + 1] = {span, parent, identity}
+end
+redis.call('EXPIRE', key, ttl)
+local out = {}
+for _, s in ipairs(spans) do
+  local depth, cycle, root, parent, seen = 0, 0, '', s[2], {}
+  local fanout = 0
+  if parent ~= '' then fanout = tonumber(redis.call('HGET', key, '#' .. parent) or '0') end
+  if parent == '' then root = s[3] end
+  while parent ~= '' and depth < max_hops do
+    local link = redis.call('HGET', key, parent)
+    if not link then break end
+    depth = depth + 1
+    local p, who = string.match(link, '^([^\t]*)\t(.+)$')
+    if who == s[3] then cycle = 1 end
+    seen[who] = true
+    parent = p
+    if parent == '' then root = who end
+  end
+  out[#out + 1] = {depth, cycle, root, fanout}
+end
+return out
