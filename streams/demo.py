@@ -36,6 +36,8 @@ from streams.topics import ensure_topics
 from streams.traffic import PacedClock, produce_paced
 from streams.window_store import WindowStore
 
+# One of each kind that fires within a minute: a spike, a retry loop and an agent loop.
+DEMO_INCIDENTS = ("runaway_agent", "retry_loop", "agent_chain")
 CATCH_UP_S = 45.0  # wall seconds until simulated time reaches now
 
 
@@ -156,7 +158,8 @@ async def _run(
         start=plan.start,
         minutes=24 * 60,
         seed=seed,
-        incidents=3,
+        incidents=len(DEMO_INCIDENTS),
+        incident_kinds=DEMO_INCIDENTS,
         incident_after_minutes=plan.incident_after_minutes,
         incident_minutes=12,
         incident_latest_start=plan.incident_latest_start,
