@@ -19,6 +19,7 @@ from typing import Any
 
 from detectors.base import MinuteDetector, Verdict
 from detectors.features import EventFacts, MinuteWindow
+from detectors.robust import FirstContact
 
 MAX_CALLERS = 64
 
@@ -40,8 +41,7 @@ class AgentChainDetector(MinuteDetector):
 
     def __init__(self, config: ChainConfig | None = None) -> None:
         self.config = config or ChainConfig()
-        self.first_minute: int | None = None
-        self.events = 0
+        self.contact = FirstContact(self.config.learn_minutes, self.config.learn_events)
         self.callers: list[str] = []
         self.normal_depth = 0
         # finding kind -> [count, worst value] since the last scored minute
@@ -50,13 +50,7 @@ class AgentChainDetector(MinuteDetector):
     def observe_one(self, facts: EventFacts) -> None:
         if facts.depth is None and facts.caller is None:
             return
-        if self.first_minute is None:
-            self.first_minute = facts.minute
-        learning = (
-            facts.minute - self.first_minute < self.config.learn_minutes
-            or self.events < self.config.learn_events
-        )
-        self.events += 1
+        learning = self.contact.observe(facts.minute)
         if facts.caller and facts.caller not in self.callers:
             if not learning:
                 self._note("new_edge", facts.caller)
@@ -112,8 +106,7 @@ class AgentChainDetector(MinuteDetector):
 
     def to_state(self) -> dict[str, Any]:
         return {
-            "first_minute": self.first_minute,
-            "events": self.events,
+            **self.contact.to_state(),
             "callers": self.callers,
             "normal_depth": self.normal_depth,
             "pending": self.pending,
@@ -122,8 +115,7 @@ class AgentChainDetector(MinuteDetector):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AgentChainDetector:
         d = cls()
-        d.first_minute = state["first_minute"]
-        d.events = int(state["events"])
+        d.contact.restore(state)
         d.callers = list(state["callers"])
         d.normal_depth = int(state["normal_depth"])
         d.pending = {k: list(v) for k, v in state["pending"].items()}

@@ -18,6 +18,7 @@ from typing import Any
 
 from detectors.base import MinuteDetector, Verdict
 from detectors.features import EventFacts, IdentityContext, MinuteWindow
+from detectors.robust import FirstContact
 
 MAX_REMEMBERED = 64  # distinct workloads / sources / models remembered per identity
 
@@ -35,8 +36,7 @@ class DriftDetector(MinuteDetector):
 
     def __init__(self, config: DriftConfig | None = None) -> None:
         self.config = config or DriftConfig()
-        self.first_minute: int | None = None
-        self.events = 0
+        self.contact = FirstContact(self.config.learn_minutes, self.config.learn_events)
         self.models: dict[str, float] = {}  # model -> nano-USD per token (EW)
         self.usual_price = 0.0  # nano-USD per token over all calls (EW)
         self.workloads: list[str] = []
@@ -48,13 +48,7 @@ class DriftDetector(MinuteDetector):
         self.offboarded = context.offboarded
 
     def observe_one(self, facts: EventFacts) -> None:
-        if self.first_minute is None:
-            self.first_minute = facts.minute
-        learning = (
-            facts.minute - self.first_minute < self.config.learn_minutes
-            or self.events < self.config.learn_events
-        )
-        self.events += 1
+        learning = self.contact.observe(facts.minute)
         if self.offboarded:
             self._flag("offboarded", "calls after offboarding", 1.0, facts)
         if facts.model and facts.tokens > 0:
@@ -96,7 +90,7 @@ class DriftDetector(MinuteDetector):
                 self.models[model] = price
         else:
             self.models[model] += 0.1 * (price - self.models[model])
-        weight = max(0.02, 1.0 / self.events)
+        weight = max(0.02, 1.0 / self.contact.seen)
         self.usual_price += weight * (price - self.usual_price)
 
     def _flag(self, kind: str, reason: str, score: float, facts: EventFacts) -> None:
@@ -118,8 +112,7 @@ class DriftDetector(MinuteDetector):
 
     def to_state(self) -> dict[str, Any]:
         return {
-            "first_minute": self.first_minute,
-            "events": self.events,
+            **self.contact.to_state(),
             "models": self.models,
             "usual_price": self.usual_price,
             "workloads": self.workloads,
@@ -130,8 +123,7 @@ class DriftDetector(MinuteDetector):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> DriftDetector:
         d = cls()
-        d.first_minute = state["first_minute"]
-        d.events = int(state["events"])
+        d.contact.restore(state)
         d.models = {k: float(v) for k, v in state["models"].items()}
         d.usual_price = float(state["usual_price"])
         d.workloads, d.sources = list(state["workloads"]), list(state["sources"])

@@ -74,3 +74,28 @@ def ratio_to_score(ratio: float, ratio_half: float) -> float:
         return 1.0
     r, h = math.log(ratio), math.log(ratio_half)
     return r * r / (r * r + h * h)
+
+
+@dataclass
+class FirstContact:
+    """An identity's learning period for habit-based detectors (drift, agent chains):
+    `minutes` of event time and `events` events since its first event."""
+
+    minutes: int
+    events: int
+    first_minute: int | None = None
+    seen: int = 0
+
+    def observe(self, minute: int) -> bool:
+        """Count one event at `minute`; True while the identity is still being learnt."""
+        if self.first_minute is None:
+            self.first_minute = minute
+        learning = minute - self.first_minute < self.minutes or self.seen < self.events
+        self.seen += 1
+        return learning
+
+    def to_state(self) -> dict[str, int | None]:
+        return {"first_minute": self.first_minute, "events": self.seen}
+
+    def restore(self, state: dict) -> None:
+        self.first_minute, self.seen = state["first_minute"], int(state["events"])
