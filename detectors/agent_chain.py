@@ -9,11 +9,15 @@ learning its first hour, an identity's findings are:
   a loop, critical);
 * deep chain: depth beyond twice the deepest it was normally called at (and at least 6);
 * fan-out explosion: its caller's span has spawned `fanout_limit` children or more;
-* new edge: a caller it was never called by before.
+* new edge: a caller it was never called by before;
+* cost amplification (evidence, never alone): the trace it is part of has cost
+  `amplification` times what traces through this identity usually cost by the time they
+  reach it (geometric mean, learnt).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +26,7 @@ from detectors.features import EventFacts, MinuteWindow
 from detectors.robust import FirstContact
 
 MAX_CALLERS = 64
+STRUCTURAL = frozenset({"cycle", "deep_chain", "fan_out", "new_edge"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class ChainConfig:
     fanout_limit: int = 15
     loop_cycles: int = 3  # cyclic calls in one minute that make a loop, not a recursion
     finding_score: float = 0.85
+    amplification: float = 10.0
+    min_amplified_usd: float = 0.05
     loop_score: float = 0.95
 
 
@@ -44,6 +51,8 @@ class AgentChainDetector(MinuteDetector):
         self.contact = FirstContact(self.config.learn_minutes, self.config.learn_events)
         self.callers: list[str] = []
         self.normal_depth = 0
+        self.log_trace_cost = 0.0  # EW mean of log(trace cost so far, nano-USD) at its spans
+        self.trace_costs_seen = 0
         # finding kind -> [count, worst value] since the last scored minute
         self.pending: dict[str, list[Any]] = {}
 
@@ -58,6 +67,7 @@ class AgentChainDetector(MinuteDetector):
                 self.callers.append(facts.caller)
         if facts.depth is None:
             return
+        self._check_cost(facts.trace_cost_nano_usd, learning)
         if learning:
             self.normal_depth = max(self.normal_depth, facts.depth)
             return
@@ -67,6 +77,22 @@ class AgentChainDetector(MinuteDetector):
             self._note("deep_chain", facts.depth)
         if facts.fanout >= self.config.fanout_limit:
             self._note("fan_out", facts.fanout)
+
+    def _check_cost(self, cost_nano: int, learning: bool) -> None:
+        if cost_nano <= 0:
+            return
+        log_cost = math.log(cost_nano)
+        if not learning and self.trace_costs_seen:
+            ratio = math.exp(log_cost - self.log_trace_cost)
+            if (
+                ratio >= self.config.amplification
+                and cost_nano >= self.config.min_amplified_usd * 1e9
+            ):
+                self._note("cost_amplification", round(ratio))
+                return  # an amplified trace does not teach what traces usually cost
+        self.trace_costs_seen += 1
+        weight = max(0.05, 1.0 / self.trace_costs_seen)
+        self.log_trace_cost += weight * (log_cost - self.log_trace_cost)
 
     def _depth_limit(self) -> float:
         return max(self.config.depth_floor, self.config.depth_factor * self.normal_depth)
@@ -78,7 +104,9 @@ class AgentChainDetector(MinuteDetector):
             entry[1] = value
 
     def score_one(self, window: MinuteWindow) -> Verdict:
-        if not self.pending:
+        # Cost amplification alone is no finding: normal trace costs are heavy-tailed
+        # (measured: 14x swings on ordinary agents). It is evidence for a structural finding.
+        if not self.pending.keys() & STRUCTURAL:
             return Verdict(score=0.0)
         cfg = self.config
         cycles = self.pending.get("cycle", [0, None])[0]
@@ -93,6 +121,10 @@ class AgentChainDetector(MinuteDetector):
         if "fan_out" in self.pending:
             count, widest = self.pending["fan_out"]
             parts.append(f"its caller spawned {widest} calls at once")
+        if "cost_amplification" in self.pending:
+            parts.append(
+                f"its traces cost up to {self.pending['cost_amplification'][1]}x the usual"
+            )
         if "new_edge" in self.pending:
             parts.append(f"a new caller {self.pending['new_edge'][1]!r}")
         evidence: dict[str, Any] = {
@@ -109,6 +141,8 @@ class AgentChainDetector(MinuteDetector):
             **self.contact.to_state(),
             "callers": self.callers,
             "normal_depth": self.normal_depth,
+            "log_trace_cost": self.log_trace_cost,
+            "trace_costs_seen": self.trace_costs_seen,
             "pending": self.pending,
         }
 
@@ -118,5 +152,7 @@ class AgentChainDetector(MinuteDetector):
         d.contact.restore(state)
         d.callers = list(state["callers"])
         d.normal_depth = int(state["normal_depth"])
+        d.log_trace_cost = float(state["log_trace_cost"])
+        d.trace_costs_seen = int(state["trace_costs_seen"])
         d.pending = {k: list(v) for k, v in state["pending"].items()}
         return d

@@ -1,8 +1,9 @@
 """Budget burn of one identity against its daily / monthly budget (pure, event time).
 
 Spend is summed from final minutes per UTC day and month of event time. The score warns
-before the cap: at `warn_at` of the budget, or earlier when the recent burn rate would reach
-the cap before the period ends (the forecast says when); at the cap it is 1.0 with a block.
+before the cap: at the policy's `budget_warn_at` of the budget, or earlier when the recent
+burn rate would reach the cap before the period ends (the forecast says when); at the cap it
+is 1.0 with a block.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ DAY_MINUTES = 24 * 60
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    warn_at: float = 0.8  # fraction of the budget that raises a warning
     warn_score: float = 0.85
     burn_span_minutes: int = 30  # burn rate = EW mean cost per minute over ~this span
     forecast_min_fraction: float = 0.5  # forecasts only count past half the budget
@@ -85,7 +85,7 @@ class BudgetDetector(MinuteDetector):
             and to_cap < minutes_left
             and fraction >= self.config.forecast_min_fraction
         )
-        if fraction >= self.config.warn_at or forecast_hits:
+        if fraction >= self.context.budget_warn_at or forecast_hits:
             when = f", cap in ~{to_cap:.0f} min at the current rate" if to_cap else ""
             return Verdict(
                 self.config.warn_score,

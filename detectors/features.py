@@ -56,6 +56,7 @@ class EventFacts:
     cycle: bool = False
     fanout: int = 0
     trace_root: str | None = None
+    trace_cost_nano_usd: int = 0  # the trace's cost so far, every identity's spans included
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,4 @@ class IdentityContext:
     daily_budget_usd: float | None = None
     monthly_budget_usd: float | None = None
     offboarded: bool = False
+    budget_warn_at: float = 0.8  # fraction of a budget that raises the warning

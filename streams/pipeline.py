@@ -185,7 +185,13 @@ def _linkable(event: MeteringEvent) -> bool:
 
 
 def _span(event: MeteringEvent) -> SpanLink:
-    return SpanLink(event.trace_id or "", event.span_id or "", event.parent_span_id, event.identity)
+    return SpanLink(
+        event.trace_id or "",
+        event.span_id or "",
+        event.parent_span_id,
+        event.identity,
+        event.cost_nano_usd,
+    )
 
 
 async def _nothing() -> list[SpanPlace]:
@@ -213,4 +219,5 @@ def event_facts(event: MeteringEvent, span: SpanPlace | None = None) -> EventFac
         cycle=span.cycle if span else False,
         fanout=span.fanout if span else 0,
         trace_root=span.root if span else None,
+        trace_cost_nano_usd=span.trace_cost_nano_usd if span else 0,
     )

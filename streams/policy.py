@@ -72,6 +72,7 @@ class PolicyConfig(BaseModel):
     # Per-identity budgets (event-time UTC day / month); `default_budget` for all others.
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     default_budget: BudgetSpec | None = None
+    budget_warn_at: float = Field(default=0.8, gt=0, lt=1)
 
     @field_validator("environments", mode="before")
     @classmethod
@@ -96,6 +97,7 @@ class PolicyConfig(BaseModel):
             daily_budget_usd=budget.daily_usd,
             monthly_budget_usd=budget.monthly_usd,
             offboarded=identity in self.offboarded_identities,
+            budget_warn_at=self.budget_warn_at,
         )
 
     def for_environment(self, environment: str | None) -> EnvironmentPolicy:

@@ -1,18 +1,24 @@
 -- Link one trace's new spans into its call tree and describe each span's place in it.
 -- KEYS: 1 trace hash ({prefix}:trace:{<trace_id>}): span_id -> "parent\tidentity",
 --          "#<span_id>" -> number of children
--- ARGV: 1 ttl seconds, 2 max hops, 3 spans, one per line: span_id \t parent_span_id \t identity
+--       "$" -> the trace's cost so far (nano-USD, spans counted once)
+-- ARGV: 1 ttl seconds, 2 max hops, 3 spans, one per line:
+--       span_id \t parent_span_id \t identity \t cost_nano
 -- Returns per span: depth, cycle (1: its identity already appears among its ancestors),
--- root identity ('' if the chain of parents is not complete yet), parent's child count.
+-- root identity ('' if the chain of parents is not complete yet), parent's child count,
+-- the trace's cost so far.
 local key, ttl, max_hops = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local spans = {}
-for span, parent, identity in string.gmatch(ARGV[3], '([^\t\n]+)\t([^\t\n]*)\t([^\t\n]+)\n') do
-  if redis.call('HSETNX', key, span, parent .. '\t' .. identity) == 1 and parent ~= '' then
-    redis.call('HINCRBY', key, '#' .. parent, 1)
+for span, parent, identity, cost in
+    string.gmatch(ARGV[3], '([^\t\n]+)\t([^\t\n]*)\t([^\t\n]+)\t(%d+)\n') do
+  if redis.call('HSETNX', key, span, parent .. '\t' .. identity) == 1 then
+    if parent ~= '' then redis.call('HINCRBY', key, '#' .. parent, 1) end
+    redis.call('HINCRBY', key, '$', cost)
   end
   spans[#spans + 1] = {span, parent, identity}
 end
 redis.call('EXPIRE', key, ttl)
+local trace_cost = tonumber(redis.call('HGET', key, '$') or '0')
 local out = {}
 for _, s in ipairs(spans) do
   local depth, cycle, root, parent, seen = 0, 0, '', s[2], {}
@@ -29,6 +35,6 @@ for _, s in ipairs(spans) do
     parent = p
     if parent == '' then root = who end
   end
-  out[#out + 1] = {depth, cycle, root, fanout}
+  out[#out + 1] = {depth, cycle, root, fanout, trace_cost}
 end
 return out

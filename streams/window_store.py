@@ -64,6 +64,7 @@ class SpanLink:
     span_id: str
     parent_span_id: str | None
     identity: str
+    cost_nano_usd: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class SpanPlace:
     cycle: bool  # the identity already appears among the span's ancestors
     root: str | None  # identity of the trace's root span, once the chain reaches it
     fanout: int  # children of the span's parent so far
+    trace_cost_nano_usd: int = 0  # the whole trace's cost so far
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,8 @@ class WindowStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for trace_id, indices in by_trace.items():
                 packed = "".join(
-                    f"{spans[i].span_id}\t{spans[i].parent_span_id or ''}\t{spans[i].identity}\n"
+                    f"{spans[i].span_id}\t{spans[i].parent_span_id or ''}\t{spans[i].identity}"
+                    f"\t{spans[i].cost_nano_usd}\n"
                     for i in indices
                 )
                 key = f"{self.config.prefix}:trace:{{{trace_id}}}"
@@ -182,8 +185,10 @@ class WindowStore:
             replies = await pipe.execute()
         places: list[SpanPlace | None] = [None] * len(spans)
         for indices, reply in zip(by_trace.values(), replies, strict=True):
-            for i, (depth, cycle, root, fanout) in zip(indices, reply, strict=True):
-                places[i] = SpanPlace(int(depth), bool(cycle), _text(root) or None, int(fanout))
+            for i, (depth, cycle, root, fanout, cost) in zip(indices, reply, strict=True):
+                places[i] = SpanPlace(
+                    int(depth), bool(cycle), _text(root) or None, int(fanout), int(cost)
+                )
         return [p if p is not None else SpanPlace(0, False, None, 0) for p in places]
 
     async def commit(
