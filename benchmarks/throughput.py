@@ -78,6 +78,11 @@ def memory_per_identity(path: Path, redis_url: str, folder: Path) -> dict[str, f
     ids_remembered = 0
     for key in client.scan_iter(match="mem:replay:*", count=1000):
         name = key.decode()
+        if ":trace:" in name:  # call trees of traces, not an identity's
+            by_part["traces (all)"] = by_part.get("traces (all)", 0) + (
+                client.memory_usage(key, samples=0) or 0
+            )
+            continue
         if "{" not in name or ":throttle:" in name:
             continue
         identities.add(name[name.index("{") + 1 : name.rindex("}")])
