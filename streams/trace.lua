@@ -4,9 +4,10 @@
 --       "$" -> the trace's cost so far (nano-USD, spans counted once)
 -- ARGV: 1 ttl seconds, 2 max hops, 3 spans, one per line:
 --       span_id \t parent_span_id \t identity \t cost_nano
--- Returns per span: depth, cycle (1: its identity already appears among its ancestors),
--- root identity ('' if the chain of parents is not complete yet), parent's child count,
--- the trace's cost so far.
+-- Returns one string, a line per span (packed: a nested reply per span cost more to parse
+-- than the whole script): depth \t cycle (1: its identity already appears among its
+-- ancestors) \t root identity ('' until the chain of parents reaches the root) \t the
+-- parent's child count \t the trace's cost so far.
 local key, ttl, max_hops = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local spans = {}
 for span, parent, identity, cost in
@@ -35,6 +36,6 @@ for _, s in ipairs(spans) do
     parent = p
     if parent == '' then root = who end
   end
-  out[#out + 1] = {depth, cycle, root, fanout, trace_cost}
+  out[#out + 1] = string.format('%d\t%d\t%s\t%d\t%.0f\n', depth, cycle, root, fanout, trace_cost)
 end
-return out
+return table.concat(out)

@@ -185,9 +185,11 @@ class WindowStore:
             replies = await pipe.execute()
         places: list[SpanPlace | None] = [None] * len(spans)
         for indices, reply in zip(by_trace.values(), replies, strict=True):
-            for i, (depth, cycle, root, fanout, cost) in zip(indices, reply, strict=True):
+            lines = _text(reply).splitlines()
+            for i, line in zip(indices, lines, strict=True):
+                depth, cycle, root, fanout, cost = line.split("\t")
                 places[i] = SpanPlace(
-                    int(depth), bool(cycle), _text(root) or None, int(fanout), int(cost)
+                    int(depth), cycle == "1", root or None, int(fanout), int(cost)
                 )
         return [p if p is not None else SpanPlace(0, False, None, 0) for p in places]
 

@@ -199,3 +199,25 @@ async def test_gateway_key_keeps_a_block_and_a_release_clears_only_its_own_comma
     assert (await store.active_throttle("svc-x")) == block
     await store.commit([], [command("release", "drift-alert", 2)], now, {}, {})
     assert await store.active_throttle("svc-x") is None
+
+
+async def test_trace_call_tree_reports_depth_cycles_root_fanout_and_cost(store: WindowStore):
+    from streams.window_store import SpanLink
+
+    # A -> B -> C -> A (a loop back into A), and A's root span also calls D directly.
+    spans = [
+        SpanLink("t1", "s0", None, "agent-a", 100),
+        SpanLink("t1", "s1", "s0", "agent-b", 200),
+        SpanLink("t1", "s2", "s1", "agent-c", 300),
+        SpanLink("t1", "s3", "s2", "agent-a", 400),
+        SpanLink("t1", "s4", "s0", "agent-d", 500),
+    ]
+    places = await store.link_spans(spans[:2])  # the tree grows across batches
+    places += await store.link_spans(spans[2:])
+    assert [p.depth for p in places] == [0, 1, 2, 3, 1]
+    assert [p.cycle for p in places] == [False, False, False, True, False]
+    assert {p.root for p in places} == {"agent-a"}
+    assert places[4].fanout == 2  # s0 has two children: s1 and s4
+    assert places[-1].trace_cost_nano_usd == 1500
+    again = await store.link_spans(spans)  # a redelivery changes nothing
+    assert again[-1].trace_cost_nano_usd == 1500 and again[4].fanout == 2
