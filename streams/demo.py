@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from streams.cli import topic_specs
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from streams.embedded import EmbeddedBroker, EmbeddedRedis, die_with_parent, free_port
 from streams.settings import Settings
 from streams.simulate import SimConfig, generate, plan_incidents
 from streams.topics import ensure_topics
@@ -85,6 +85,10 @@ def run_demo(
     settings: Settings, duration: float | None, identities: int, speed: float | None, seed: int
 ) -> int:
     console = Console()
+    # Ctrl-C and SIGTERM both end in the clean shutdown below; SIGINT explicitly, because a
+    # process started in the background by a script inherits it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(".meterguard") / datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -110,6 +114,10 @@ def run_demo(
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _start_worker(settings: Settings, workdir: Path) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -125,6 +133,7 @@ def _start_worker(settings: Settings, workdir: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent(),
     )
 
 

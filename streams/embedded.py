@@ -28,7 +28,13 @@ import uuid
 from pathlib import Path
 from typing import Any, Self
 
-__all__ = ["EmbeddedBroker", "EmbeddedRedis", "EmbeddedServiceError", "free_port"]
+__all__ = [
+    "EmbeddedBroker",
+    "EmbeddedRedis",
+    "EmbeddedServiceError",
+    "die_with_parent",
+    "free_port",
+]
 
 HOST = "127.0.0.1"
 
@@ -71,6 +77,13 @@ def _parent_death_signal() -> None:
     # Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent dies,
     # which covers SIGKILL/SIGTERM of the caller, where atexit never runs.
     _PRCTL(1, int(signal.SIGTERM))  # 1 == PR_SET_PDEATHSIG
+
+
+def die_with_parent() -> Any:
+    """A `preexec_fn` for other children (the demo's worker): SIGTERM when we die, if the
+    platform offers it and we are on the main thread; else None."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    return _parent_death_signal if (_PRCTL and main_thread) else None
 
 
 class _ChildServer:

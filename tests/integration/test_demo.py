@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,25 @@ def running_in(folder: Path) -> list[str]:
         except OSError:
             continue  # gone meanwhile, or not ours to read
     return found
+
+
+def test_demo_stops_everything_on_sigterm(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "demo"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    for line in demo.stdout:  # wait until everything runs: the traffic plan is printed
+        if line.startswith("injected:"):
+            break
+    assert running_in(tmp_path), "broker, Redis and worker should be running now"
+    demo.send_signal(signal.SIGTERM)
+    rest = demo.communicate(timeout=120)[0]
+    assert demo.returncode == 0, rest[-2000:]
+    assert "stopped; logs kept in" in rest
+    assert running_in(tmp_path) == []
