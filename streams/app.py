@@ -24,6 +24,7 @@ from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from streams.decode import Origin, dead_letter, decode, decode_event_json
 from streams.pipeline import BatchOutcome, Pipeline
 from streams.settings import Settings
+from streams.web import register_routes
 from streams.window_store import WindowStore
 
 log = logging.getLogger("meterguard")
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> faust.App:
             # Delivered before the checkpoint: a crash now repeats ids, never loses them.
             await app.producer.flush()
 
+    register_routes(app, store)
     app.meterguard_store = store  # type: ignore[attr-defined]
     return app
 

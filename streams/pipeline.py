@@ -82,7 +82,12 @@ class Pipeline:
 
     async def commit(self, outcome: BatchOutcome, now: datetime) -> list[str]:
         return await self.store.commit(
-            outcome.commits, outcome.commands, now, outcome.stats, outcome.tokens_by_identity
+            outcome.commits,
+            outcome.commands,
+            now,
+            outcome.stats,
+            outcome.tokens_by_identity,
+            outcome.alerts,
         )
 
     def _score_identity(

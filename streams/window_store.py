@@ -22,10 +22,11 @@ from datetime import datetime
 from importlib.resources import files
 from typing import cast
 
+import orjson
 import redis.asyncio as aioredis
 
 from detectors.features import MinuteWindow
-from meterguard.models import MeteringEvent, ThrottleCommand
+from meterguard.models import Alert, MeteringEvent, ThrottleCommand
 
 _COMMIT = """
 if redis.call('HGET', KEYS[1], 'sc') ~= ARGV[1] then return 0 end
@@ -34,6 +35,7 @@ redis.call('HSET', KEYS[1], 'sc', ARGV[2])
 return 1
 """
 
+RECENT_ALERTS = 1000  # newest alerts kept for GET /api/alerts
 TRACE_TTL_S = 3600  # a trace's call tree is kept this long after its last span
 MAX_TRACE_HOPS = 64
 
@@ -200,6 +202,7 @@ class WindowStore:
         now: datetime,
         stats: Mapping[str, int],
         tokens_by_identity: Mapping[str, int],
+        alerts: Iterable[Alert] = (),
     ) -> list[str]:
         """Checkpoint detector state (compare-and-set on the scored minute), write throttle
         keys and counters in one round trip. Returns identities whose checkpoint lost the race
@@ -219,6 +222,10 @@ class WindowStore:
                     pipe.hincrby(f"{self.config.prefix}:stats", name, value)
             for identity, tokens in tokens_by_identity.items():
                 pipe.zincrby(f"{self.config.prefix}:top:tokens", tokens, identity)
+            recent = [a.model_dump_json() for a in alerts]
+            if recent:
+                pipe.lpush(self._alerts_key, *recent)
+                pipe.ltrim(self._alerts_key, 0, RECENT_ALERTS - 1)
             replies = await pipe.execute()
         return [c.identity for c, ok in zip(commits, replies, strict=False) if not ok]
 
@@ -249,6 +256,20 @@ class WindowStore:
     async def counters(self, identity: str) -> dict[str, int]:
         raw = await self.redis.hgetall(self.key(identity, "meta"))
         return {_text(k): int(float(v)) for k, v in raw.items()}
+
+    @property
+    def _alerts_key(self) -> str:
+        return f"{self.config.prefix}:alerts:recent"
+
+    async def recent_alerts(self, limit: int) -> list[dict]:
+        raw = await self.redis.lrange(self._alerts_key, 0, limit - 1)
+        return [orjson.loads(item) for item in raw]
+
+    async def active_throttles(self) -> list[ThrottleCommand]:
+        keys = [k async for k in self.redis.scan_iter(match=f"{self.config.prefix}:throttle:*")]
+        values = await self.redis.mget(keys) if keys else []
+        commands = [ThrottleCommand.model_validate_json(v) for v in values if v]
+        return sorted(commands, key=lambda c: (c.identity, c.version))
 
     async def active_throttle(self, identity: str) -> ThrottleCommand | None:
         raw = await self.redis.get(self.throttle_key(identity))

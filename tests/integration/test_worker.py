@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.cli import topic_specs
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
+from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.window_store import WindowStore
@@ -39,6 +40,7 @@ class Run:
     settings: Settings
     store: WindowStore
     sent: list[dict]
+    web: str
     messages: dict[str, list[dict]] = field(default_factory=dict)
 
 
@@ -92,8 +94,9 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
     # Created before anything is produced: Tansu would auto-create with 4 partitions.
     await ensure_topics(broker.bootstrap, topic_specs(settings))
     log = tmp_path_factory.mktemp("worker") / "worker.log"
+    web_port = free_port()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--without-web"],
+        [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web_port)],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -123,7 +126,7 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
             return stats.get("events_new", 0) + stats.get("events_duplicate", 0) >= 2 * len(docs)
 
         await wait_for(all_counted, "both rounds to be counted", log)
-        yield Run(settings, store, docs)
+        yield Run(settings, store, docs, f"http://127.0.0.1:{web_port}")
     finally:
         await producer.stop()
         worker.terminate()
@@ -172,3 +175,24 @@ async def test_malformed_message_lands_in_dlq_with_reason_and_others_still_flow(
     assert (await run.store.stats())["events_dead_lettered"] == 1
     quiet = await run.store.counters("svc-quiet-0")
     assert quiet["new"] == sum(1 for d in run.sent if d["identity"] == "svc-quiet-0")
+
+
+async def get(url: str) -> tuple[int, object]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.json()
+
+
+async def test_worker_http_reports_health_readiness_throttles_and_alerts(run: Run):
+    assert await get(f"{run.web}/healthz") == (200, {"status": "ok"})
+    status, ready = await get(f"{run.web}/readyz")
+    assert status == 200 and ready == {"status": "ready", "redis": True, "broker": True}
+    status, active = await get(f"{run.web}/api/throttles")
+    assert status == 200 and [c["identity"] for c in active] == ["agent-runaway"]
+    status, one = await get(f"{run.web}/api/throttles/agent-runaway")
+    assert status == 200 and one == active[0]
+    status, missing = await get(f"{run.web}/api/throttles/svc-quiet-0")
+    assert status == 404 and "svc-quiet-0" in missing["error"]
+    status, alerts = await get(f"{run.web}/api/alerts?limit=5")
+    assert status == 200 and alerts and alerts[0]["identity"] == "agent-runaway"
+    status, _ = await get(f"{run.web}/api/alerts?limit=zero")
+    assert status == 400
