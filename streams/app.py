@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -21,6 +22,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
+from streams import metrics
 from streams.decode import Origin, dead_letter, decode, decode_event_json
 from streams.pipeline import BatchOutcome, Pipeline
 from streams.settings import Settings
@@ -74,6 +76,7 @@ def create_app(settings: Settings) -> faust.App:
                 result = _safe_decode(event.value, now, origin, skew)
                 if isinstance(result, DeadLetter):
                     dead += 1
+                    metrics.DEAD_LETTERS.labels(result.reason).inc()
                     await _send(settings.topic_dlq, event.key, result.model_dump_json().encode())
                 else:
                     await _send(settings.topic_events, result.identity.encode(), result.to_json())
@@ -87,10 +90,12 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(events)
     async def score_agent(stream: faust.StreamT) -> None:
         async for values in stream.take(settings.batch_size, within=settings.batch_seconds):
+            started = time.perf_counter()
             batch = [decode_event_json(v) for v in values]
             outcome = await _retrying(lambda b=batch: pipeline.process(b))  # type: ignore[misc]
             await _publish(outcome)
             lost = await _retrying(lambda o=outcome: pipeline.commit(o, utc_now()))  # type: ignore[misc]
+            metrics.count_batch(outcome, time.perf_counter() - started)
             if lost:
                 log.info("checkpoint race lost for %d identities; re-scored next batch", len(lost))
 

@@ -1,7 +1,8 @@
 """Read-only HTTP routes served by every worker (Faust's web server, port MG_WEB_PORT).
 
 Liveness, readiness and the throttle feed / recent alerts straight from Redis, so any worker
-answers for all identities. Dashboard, metrics, SSE and the operator release are issue 4.
+answers for all identities; /metrics is this process's Prometheus counters. Dashboard, SSE
+and the operator release are issue 4.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import faust
 import redis.exceptions
 
+from streams import metrics
 from streams.window_store import WindowStore
 
 MAX_ALERTS = 500
@@ -31,6 +33,10 @@ def register_routes(app: faust.App, store: WindowStore) -> None:
         ready = redis_ok and broker_ok
         body = {"status": "ready" if ready else "not ready", "redis": redis_ok, "broker": broker_ok}
         return web.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        return web.text(metrics.exposition().decode(), content_type="text/plain; version=0.0.4")
 
     @app.page("/api/throttles")
     async def throttles(web: Any, request: Any) -> Any:

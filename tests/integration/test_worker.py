@@ -196,3 +196,24 @@ async def test_worker_http_reports_health_readiness_throttles_and_alerts(run: Ru
     assert status == 200 and alerts and alerts[0]["identity"] == "agent-runaway"
     status, _ = await get(f"{run.web}/api/alerts?limit=zero")
     assert status == 400
+
+
+async def test_worker_metrics_count_events_duplicates_dead_letters_and_alerts(run: Run):
+    async with aiohttp.ClientSession() as session, session.get(f"{run.web}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("meterguard_") and not line.startswith("meterguard_batch_seconds")
+    }
+    n = len(run.sent)
+    assert samples['meterguard_events_total{status="new"}'] == n
+    assert samples['meterguard_events_total{status="duplicate"}'] == n
+    assert samples['meterguard_dead_letters_total{reason="invalid_event"}'] == 1
+    assert (
+        samples['meterguard_alerts_total{detector="spike",severity="critical",status="firing"}']
+        >= 1
+    )
+    assert samples['meterguard_throttle_commands_total{action="throttle"}'] >= 1
+    assert "meterguard_batch_seconds_count" in text
