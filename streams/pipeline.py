@@ -123,7 +123,8 @@ class Pipeline:
                 facts = event_facts(event, spans[i])
                 for detector in state.filters.values():
                     detector.detector.observe_one(facts)
-            scored.append(EventScores(event, status, dict(state.last_scores)))
+            # No copy: _score_minute replaces the dict instead of changing it in place.
+            scored.append(EventScores(event, status, state.last_scores))
         while rows:  # defensive: rows the closes did not account for
             self._score_minute(identity, state, rows.pop(0), None, out)
         out.stats["events_new"] += result.new
@@ -161,9 +162,10 @@ class Pipeline:
         final_ms = (window.minute + 1) * MINUTE_MS + self.lateness_ms
         closer_ms = closer.event_time_ms if closer is not None else final_ms
         baseline = state.baseline()
+        scores = dict(state.last_scores)  # a new dict per minute: events keep their snapshot
         for name, detector in state.filters.items():
             verdict = detector.process(window)
-            state.last_scores[name] = round(verdict.score, 6)
+            scores[name] = round(verdict.score, 6)
             minute = ScoredMinute(
                 identity, name, window, verdict, state.who, baseline, final_ms, closer_ms
             )
@@ -171,6 +173,7 @@ class Pipeline:
             state.episodes[name] = decision.episode
             out.alerts.extend(decision.alerts)
             out.commands.extend(decision.commands)
+        state.last_scores = scores
         out.stats["minutes_scored"] += 1
 
 
