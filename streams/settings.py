@@ -25,7 +25,25 @@ class Settings(BaseSettings):
     topic_dlq: str = "metering.dlq"
     topic_alerts: str = "meterguard.alerts"
     topic_throttle: str = "meterguard.throttle"
+    topic_alerts_dlq: str = "meterguard.alerts.dlq"  # alerts no destination accepted
+    topic_audit: str = "meterguard.audit"  # operator actions (throttle releases)
     topic_partitions: int = Field(default=4, ge=1)
+
+    # Delivery of alerts (sinks/). Destinations: MG_WEBHOOK_URL (comma-separated, signed
+    # with MG_WEBHOOK_SECRET), MG_SLACK_WEBHOOK_URL; per-destination filters in the policy
+    # file's `routing:` section.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    slack_webhook_url: str | None = None
+    dashboard_url: str | None = Field(
+        default=None, description="public URL of the dashboard, for links in Slack messages"
+    )
+    sink_timeout_s: float = Field(default=5.0, gt=0)
+    sink_max_attempts: int = Field(default=8, ge=1)
+    sink_backoff_base_s: float = Field(default=0.5, gt=0)
+    sink_backoff_max_s: float = Field(default=60.0, gt=0)
+    slack_group_seconds: float = Field(default=5.0, ge=0)
+    slack_digest_threshold: int = Field(default=5, ge=2)
 
     app_id: str = "meterguard"
     data_dir: str = Field(default=".meterguard/faust", description="Faust's local data folder")
