@@ -181,3 +181,20 @@ class Alert(BaseModel):
 def utc_now() -> datetime:
     """The one place that reads the wall clock for ingest times (never for windows)."""
     return datetime.now(UTC)
+
+
+class AuditEvent(BaseModel):
+    """An operator action, as published on the audit topic (e.g. a throttle release)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    audit_id: str
+    action: Literal["throttle.release"]
+    identity: str
+    actor: str  # as the operator named themselves (X-Meterguard-Actor); the token is shared
+    reason: str
+    command_id: str  # the command the action issued
+    target_command_id: str  # the command it acted on
+    alert_id: str | None = None
+    remote: str | None = None
+    at: datetime

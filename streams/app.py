@@ -93,9 +93,11 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             batch = [decode_event_json(v) for v in values]
             outcome = await _retrying(lambda b=batch: pipeline.process(b))  # type: ignore[misc]
+            await _retrying(lambda o=outcome: pipeline.apply_throttles(o, utc_now()))  # type: ignore[misc]
             await _publish(outcome)
             lost = await _retrying(lambda o=outcome: pipeline.commit(o, utc_now()))  # type: ignore[misc]
             metrics.count_batch(outcome, time.perf_counter() - started)
+            metrics.observe_latency(batch, utc_now())
             if lost:
                 log.info("checkpoint race lost for %d identities; re-scored next batch", len(lost))
 
@@ -118,7 +120,7 @@ def create_app(settings: Settings) -> faust.App:
             # Delivered before the checkpoint: a crash now repeats ids, never loses them.
             await app.producer.flush()
 
-    register_routes(app, store)
+    register_routes(app, store, settings)
     app.meterguard_store = store  # type: ignore[attr-defined]
     return app
 

@@ -67,6 +67,8 @@ def topic_specs(settings: Settings) -> list:
         TopicSpec(settings.topic_dlq, p),
         TopicSpec(settings.topic_alerts, p),
         TopicSpec(settings.topic_throttle, p, compacted=True),
+        TopicSpec(settings.topic_alerts_dlq, p),
+        TopicSpec(settings.topic_audit, p),
     ]
 
 

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -101,11 +102,14 @@ def run_demo(
             redis_url = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis")).url
         live = settings.model_copy(update={"kafka_broker": broker_url, "redis_url": redis_url})
         asyncio.run(ensure_topics(live.bootstrap, topic_specs(live)))
-        worker = _start_worker(live, workdir)
+        web_port = settings.web_port if "MG_WEB_PORT" in os.environ else free_port()
+        worker = _start_worker(live, workdir, web_port)
         stack.callback(_stop_process, worker)
         console.print(
             f"worker pid {worker.pid}, log {workdir / 'worker.log'}; Ctrl-C stops everything"
         )
+        console.print(f"dashboard: [bold]http://127.0.0.1:{web_port}/[/bold]")
+        console.print(describe_destinations(settings))
         try:
             asyncio.run(_run(live, console, duration, identities, speed, seed, worker))
         except KeyboardInterrupt:
@@ -114,17 +118,38 @@ def run_demo(
     return 0
 
 
+def describe_destinations(settings: Settings) -> str:
+    """Where alerts go, without secrets (URLs may carry tokens: show scheme and host only)."""
+    targets = [f"webhook {_host(u)}" for u in (settings.webhook_url or "").split(",") if u.strip()]
+    if settings.webhook_url and not settings.webhook_secret:
+        targets[-1] += " (unsigned: MG_WEBHOOK_SECRET is not set)"
+    if settings.slack_webhook_url:
+        targets.append(f"Slack {_host(settings.slack_webhook_url)}")
+    if not targets:
+        return (
+            "alerts are not delivered anywhere: set MG_WEBHOOK_URL (+ MG_WEBHOOK_SECRET) and/or "
+            "MG_SLACK_WEBHOOK_URL to receive them"
+        )
+    return "delivering alerts to: " + ", ".join(escape(t) for t in targets)
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _start_worker(settings: Settings, workdir: Path) -> subprocess.Popen:
+def _start_worker(settings: Settings, workdir: Path, web_port: int) -> subprocess.Popen:
     env = {
         **os.environ,
         "MG_KAFKA_BROKER": settings.kafka_broker or "",
         "MG_REDIS_URL": settings.redis_url or "",
+        # Slack buttons link to this dashboard unless the environment names a public one.
+        "MG_DASHBOARD_URL": settings.dashboard_url or f"http://127.0.0.1:{web_port}",
     }
-    web_port = settings.web_port if "MG_WEB_PORT" in os.environ else free_port()
     log = (workdir / "worker.log").open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web_port)],

@@ -6,8 +6,11 @@ at once (events per identity, windows) live in Redis, not here.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from datetime import datetime
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from meterguard.models import MeteringEvent
 from streams.pipeline import BatchOutcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -33,6 +36,33 @@ BATCH_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+EVENT_LATENCY = Histogram(
+    "meterguard_event_latency_seconds",
+    "Ingest (decode) to scored and published, per event",
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+THROTTLES_ACTIVE = Gauge(
+    "meterguard_throttles_active",
+    "Identities with an active throttle or block (all workers; read at scrape time)",
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "meterguard_consumer_lag",
+    "Messages behind the partition's high watermark (this worker's partitions; on Tansu the "
+    "high watermark is imprecise, see INFRA-NOTES)",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+SSE_CLIENTS = Gauge(
+    "meterguard_throttle_stream_clients",
+    "Open /api/throttles/stream connections",
+    registry=REGISTRY,
+)
+OPERATOR_ACTIONS = Counter(
+    "meterguard_operator_actions", "Audited operator actions", ["action"], registry=REGISTRY
+)
+
 
 def count_batch(outcome: BatchOutcome, seconds: float) -> None:
     for status, name in (
@@ -49,5 +79,40 @@ def count_batch(outcome: BatchOutcome, seconds: float) -> None:
     BATCH_SECONDS.observe(seconds)
 
 
+def observe_latency(events: list[MeteringEvent], now: datetime) -> None:
+    for event in events:
+        if event.ingest_time is not None:
+            EVENT_LATENCY.observe(max(0.0, (now - event.ingest_time).total_seconds()))
+
+
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
+
+
+# Alert delivery (streams/delivery.py). `destination` is the secret-free destination key
+# (webhook-<hash>); the worker logs which URL each key stands for at startup.
+SINK_DELIVERIES = Counter(
+    "meterguard_sink_deliveries",
+    "Alert delivery attempts by outcome (delivered, retry, failed)",
+    ["sink", "outcome"],
+    registry=REGISTRY,
+)
+SINK_DEAD_LETTERS = Counter(
+    "meterguard_sink_dead_letters",
+    "Alerts sent to the alerts dead-letter topic",
+    ["sink"],
+    registry=REGISTRY,
+)
+SINK_DELIVERY_SECONDS = Histogram(
+    "meterguard_sink_delivery_seconds",
+    "From enqueue in the outbox to the destination's 2xx",
+    ["sink"],
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+SINK_OUTBOX_DEPTH = Gauge(
+    "meterguard_sink_outbox_depth",
+    "Alerts waiting or in flight in the delivery outbox",
+    ["sink", "destination"],
+    registry=REGISTRY,
+)

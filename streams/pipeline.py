@@ -2,10 +2,13 @@
 
     events -> WindowStore.ingest (dedupe + windows, atomic per identity)
            -> score every newly final minute (detectors, pure) -> policy (pure)
-           -> caller publishes alerts / commands -> Pipeline.commit (checkpoint, throttle keys)
+           -> Pipeline.apply_throttles (gateway keys; drops commands the feed refuses)
+           -> caller publishes alerts / commands -> Pipeline.commit (checkpoint, counters)
 
 Publishing happens before the checkpoint: a crash in between re-scores the same minutes
-on redelivery and re-publishes the same ids (at-least-once, never a lost alert).
+on redelivery and re-publishes the same ids (at-least-once, never a lost alert). The gateway
+keys are written before publishing so Kafka carries exactly the commands Redis accepted
+(a redelivered command that is already held is accepted again, so a crash loses none).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class BatchOutcome:
     commits: list[StateCommit] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     tokens_by_identity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    cost_nano_by_identity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 _STATUS = {"n": "new", "d": "duplicate", "l": "late"}
@@ -80,14 +84,22 @@ class Pipeline:
         outcome.scores = [s for s in per_event if s is not None]
         return outcome
 
+    async def apply_throttles(self, outcome: BatchOutcome, now: datetime) -> None:
+        """Write the gateway keys; keep in `outcome.commands` only what the feed accepted
+        (a block is not weakened by another alert's throttle, an operator release sticks)."""
+        accepted = await self.store.apply_throttles(outcome.commands, now)
+        refused = len(outcome.commands) - len(accepted)
+        if refused:
+            outcome.stats["commands_superseded"] += refused
+        outcome.commands = accepted
+
     async def commit(self, outcome: BatchOutcome, now: datetime) -> list[str]:
         return await self.store.commit(
             outcome.commits,
-            outcome.commands,
-            now,
             outcome.stats,
             outcome.tokens_by_identity,
             outcome.alerts,
+            cost_nano_by_identity=outcome.cost_nano_by_identity,
         )
 
     def _score_identity(
@@ -115,6 +127,7 @@ class Pipeline:
             status = _STATUS[result.status[i]]
             if status != "duplicate":
                 out.tokens_by_identity[identity] += event.input_tokens + event.output_tokens
+                out.cost_nano_by_identity[identity] += event.cost_nano_usd
                 state.who = _attribution(event, state.who)
             final_minute = closes.get(i)
             while final_minute is not None and rows and rows[0].minute <= final_minute:

@@ -75,6 +75,7 @@ async def replay_file(
                 summary.events += len(events)
                 if events:
                     outcome = await pipeline.process(events)
+                    await pipeline.apply_throttles(outcome, now)
                     _write(outcome, alerts_out, throttles_out, scores_out)
                     await pipeline.commit(outcome, now)
                     summary.alerts += len(outcome.alerts)

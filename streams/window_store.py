@@ -8,9 +8,13 @@ on Redis Cluster and one script can touch them atomically):
     {prefix}:{<identity>}:dd      zset: event_id -> event ms (dedupe horizon, event time)
     {prefix}:{<identity>}:late    hash: epoch hour -> packed row of events past lateness
     {prefix}:{<identity>}:state   detector + policy checkpoint (JSON)
+    {prefix}:{<identity>}:released hash: alert_id -> operator release command id
     {prefix}:throttle:{<identity>} active ThrottleCommand JSON, TTL = its expiry
+    {prefix}:throttle-changes     pub/sub channel: every change of a throttle key (SSE feed)
+    {prefix}:audit                list: operator actions, newest first (capped)
     {prefix}:stats                hash: pipeline counters (all identities)
     {prefix}:top:tokens           zset: identity -> tokens counted
+    {prefix}:top:cost             zset: identity -> cost counted (nano-USD)
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from detectors.features import MinuteWindow
-from meterguard.models import Alert, MeteringEvent, ThrottleCommand
+from meterguard.models import Alert, AuditEvent, MeteringEvent, ThrottleCommand
 
 _COMMIT = """
 if redis.call('HGET', KEYS[1], 'sc') ~= ARGV[1] then return 0 end
@@ -40,20 +44,52 @@ TRACE_TTL_S = 3600  # a trace's call tree is kept this long after its last span
 MAX_TRACE_HOPS = 64
 
 # The gateway key holds one command for an identity that several detectors' episodes may
-# throttle: a release only clears its own alert's command, a throttle never replaces another
-# alert's block, and an already expired command (a replay of old events) writes nothing.
-_SET_THROTTLE = """
+# throttle. The script decides whether a command is *accepted* into the feed (published on
+# Kafka too) independently of the wall clock, so a replay of old events accepts the same
+# commands; the wall clock only decides whether an accepted command is still worth a key.
+#   - an operator released this alert's command: nothing more from that alert
+#   - a release only clears its own alert's command
+#   - a throttle never replaces another alert's block; a lower version never replaces a higher
+# Every change of the key is PUBLISHed for the SSE feed.
+_APPLY_THROTTLE = """
+local action, alert_id, payload, ttl_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local command_id, version = ARGV[5], tonumber(ARGV[6])
+if alert_id ~= '' and redis.call('HEXISTS', KEYS[2], alert_id) == 1 then return 0 end
 local current = redis.call('GET', KEYS[1])
 local held = current and cjson.decode(current)
-if ARGV[1] == 'release' then
-  if held and held['alert_id'] == ARGV[2] then redis.call('DEL', KEYS[1]); return 1 end
-  return 0
+if action == 'release' then
+  if not held then return 1 end
+  if held['alert_id'] ~= alert_id then return 0 end
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[7], payload)
+  return 1
 end
-if tonumber(ARGV[4]) <= 0 then return 0 end
-if held and held['action'] == 'block' and ARGV[1] ~= 'block' and held['alert_id'] ~= ARGV[2] then
-  return 0
+if held then
+  if held['command_id'] == command_id then return 1 end
+  if tonumber(held['version']) > version then return 0 end
+  if held['action'] == 'block' and action ~= 'block' and held['alert_id'] ~= alert_id then
+    return 0
+  end
 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if ttl_ms > 0 then
+  redis.call('SET', KEYS[1], payload, 'PX', ttl_ms)
+  redis.call('PUBLISH', ARGV[7], payload)
+end
+return 1
+"""
+
+# An operator release: compare-and-delete on the command the operator saw, remember the
+# released alert so its episode's renewals stay released, publish the release.
+_OPERATOR_RELEASE = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if cjson.decode(current)['command_id'] ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
 
@@ -128,7 +164,8 @@ class WindowStore:
         self.config = config
         self._ingest = client.register_script(files("streams").joinpath("ingest.lua").read_text())
         self._commit = client.register_script(_COMMIT)
-        self._set_throttle = client.register_script(_SET_THROTTLE)
+        self._apply_throttle = client.register_script(_APPLY_THROTTLE)
+        self._operator_release = client.register_script(_OPERATOR_RELEASE)
         self._trace = client.register_script(files("streams").joinpath("trace.lua").read_text())
 
     # -- keys ------------------------------------------------------------------------------
@@ -137,6 +174,11 @@ class WindowStore:
 
     def throttle_key(self, identity: str) -> str:
         return f"{self.config.prefix}:throttle:{{{identity}}}"
+
+    @property
+    def throttle_channel(self) -> str:
+        """Pub/sub channel carrying every change of a throttle key (the SSE feed)."""
+        return f"{self.config.prefix}:throttle-changes"
 
     # -- the batch path --------------------------------------------------------------------
     async def ingest(
@@ -198,15 +240,15 @@ class WindowStore:
     async def commit(
         self,
         commits: Iterable[StateCommit],
-        throttles: Iterable[ThrottleCommand],
-        now: datetime,
         stats: Mapping[str, int],
         tokens_by_identity: Mapping[str, int],
         alerts: Iterable[Alert] = (),
+        cost_nano_by_identity: Mapping[str, int] = {},
     ) -> list[str]:
-        """Checkpoint detector state (compare-and-set on the scored minute), write throttle
-        keys and counters in one round trip. Returns identities whose checkpoint lost the race
-        to another worker (their minutes are scored again from the winner's state)."""
+        """Checkpoint detector state (compare-and-set on the scored minute) and counters in
+        one round trip (throttle keys are written earlier, by apply_throttles). Returns
+        identities whose checkpoint lost the race to another worker (their minutes are scored
+        again from the winner's state)."""
         commits = list(commits)
         async with self.redis.pipeline(transaction=False) as pipe:
             for c in commits:
@@ -215,13 +257,14 @@ class WindowStore:
                     args=[c.expected_scored_through, c.scored_through, c.state, self.config.ttl_s],
                     client=pipe,
                 )
-            for command in throttles:
-                await self._queue_throttle(pipe, command, now)
             for name, value in stats.items():
                 if value:
                     pipe.hincrby(f"{self.config.prefix}:stats", name, value)
             for identity, tokens in tokens_by_identity.items():
                 pipe.zincrby(f"{self.config.prefix}:top:tokens", tokens, identity)
+            for identity, cost in cost_nano_by_identity.items():
+                if cost:
+                    pipe.zincrby(f"{self.config.prefix}:top:cost", cost, identity)
             recent = [a.model_dump_json() for a in alerts]
             if recent:
                 pipe.lpush(self._alerts_key, *recent)
@@ -229,17 +272,43 @@ class WindowStore:
             replies = await pipe.execute()
         return [c.identity for c, ok in zip(commits, replies, strict=False) if not ok]
 
-    async def _queue_throttle(
-        self, pipe: aioredis.client.Pipeline, command: ThrottleCommand, now: datetime
-    ) -> None:
-        ttl_ms = math.floor((command.expires_at - now).total_seconds() * 1000)
+    async def apply_throttles(
+        self, commands: Sequence[ThrottleCommand], now: datetime
+    ) -> list[ThrottleCommand]:
+        """Write the gateway keys (one script per command, one round trip, in order) and
+        return the commands the feed accepted; see _APPLY_THROTTLE for the rules."""
+        if not commands:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                ttl_ms = math.floor((command.expires_at - now).total_seconds() * 1000)
+                args: list[str | int] = [
+                    command.action,
+                    command.alert_id or "",
+                    command.model_dump_json(),
+                    ttl_ms,
+                    command.command_id,
+                    command.version,
+                    self.throttle_channel,
+                ]
+                keys = [self.throttle_key(command.identity), self.key(command.identity, "released")]
+                await self._apply_throttle(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [c for c, ok in zip(commands, replies, strict=True) if ok]
+
+    async def release_by_operator(self, held: ThrottleCommand, release: ThrottleCommand) -> int:
+        """Delete `held` if it is still the active command. 1 released, 0 no command any more,
+        -1 another command replaced it meanwhile (the caller re-reads and decides again)."""
+        keys = [self.throttle_key(held.identity), self.key(held.identity, "released")]
         args: list[str | int] = [
-            command.action,
-            command.alert_id or "",
-            command.model_dump_json(),
-            ttl_ms,
+            held.command_id,
+            held.alert_id or "",
+            release.command_id,
+            self.config.ttl_s,
+            self.throttle_channel,
+            release.model_dump_json(),
         ]
-        await self._set_throttle(keys=[self.throttle_key(command.identity)], args=args, client=pipe)
+        return int(await self._operator_release(keys=keys, args=args))
 
     # -- reads (tests, replay, dashboard) ---------------------------------------------------
     async def window(
@@ -265,6 +334,20 @@ class WindowStore:
         raw = await self.redis.lrange(self._alerts_key, 0, limit - 1)
         return [orjson.loads(item) for item in raw]
 
+    @property
+    def _audit_key(self) -> str:
+        return f"{self.config.prefix}:audit"
+
+    async def record_audit(self, event: AuditEvent) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(self._audit_key, event.model_dump_json())
+            pipe.ltrim(self._audit_key, 0, RECENT_ALERTS - 1)
+            await pipe.execute()
+
+    async def recent_audit(self, limit: int) -> list[dict]:
+        raw = await self.redis.lrange(self._audit_key, 0, limit - 1)
+        return [orjson.loads(item) for item in raw]
+
     async def active_throttles(self) -> list[ThrottleCommand]:
         keys = [k async for k in self.redis.scan_iter(match=f"{self.config.prefix}:throttle:*")]
         values = await self.redis.mget(keys) if keys else []
@@ -285,6 +368,35 @@ class WindowStore:
         )
         pairs = cast(list[tuple[bytes, float]], raw)  # redis-py types the reply loosely
         return [(_text(k), float(s)) for k, s in pairs]
+
+    # -- dashboard reads ---------------------------------------------------------------------
+    async def top_by_cost(self, n: int) -> list[tuple[str, float]]:
+        """The `n` identities with the most cost counted, in nano-USD, highest first."""
+        raw = await self.redis.zrevrange(
+            f"{self.config.prefix}:top:cost", 0, n - 1, withscores=True
+        )
+        pairs = cast(list[tuple[bytes, float]], raw)  # redis-py types the reply loosely
+        return [(_text(k), float(s)) for k, s in pairs]
+
+    async def watermarks(self, identities: Sequence[str]) -> dict[str, int]:
+        """Each identity's event-time watermark (newest event ms); unknown ones left out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for identity in identities:
+                pipe.hget(self.key(identity, "meta"), "wm")
+            replies = await pipe.execute()
+        return {i: int(float(v)) for i, v in zip(identities, replies, strict=True) if v}
+
+    async def windows(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[MinuteWindow]]:
+        """Minute rows (first..last minute, gaps as zero rows) of many identities, one round
+        trip: the dashboard draws a sparkline for every ranked identity each poll."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for identity, (first, last) in ranges.items():
+                pipe.hmget(self.key(identity, "win"), [str(m) for m in range(first, last + 1)])
+            replies = await pipe.execute()
+        return {
+            identity: [_row(first + i, r) for i, r in enumerate(raw)]
+            for (identity, (first, _)), raw in zip(ranges.items(), replies, strict=True)
+        }
 
 
 def _pack_events(events: Sequence[MeteringEvent]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -30,6 +31,7 @@ async def run(
     total = BatchOutcome()
     for i in range(0, len(events), batch):
         out = await pipeline.process(events[i : i + batch])
+        await pipeline.apply_throttles(out, now)
         total.alerts += out.alerts
         total.commands += out.commands
         total.scores += out.scores
@@ -169,36 +171,76 @@ async def test_budget_warns_before_the_cap_and_blocks_at_it(store: WindowStore):
     assert any(c.action == "block" and c.alert_id == cap.alert_id for c in out.commands)
 
 
+def _command(action: str, alert: str, minute: int, identity: str = "svc-x"):
+    from meterguard.models import ThrottleCommand, ThrottleLimits
+
+    issued = T0 + timedelta(minutes=minute)
+    return ThrottleCommand(
+        command_id=f"{action}-{alert}-{minute}",
+        identity=identity,
+        action=action,
+        limits=ThrottleLimits(requests_per_minute=0 if action == "block" else 5),
+        reason="test",
+        alert_id=alert,
+        issued_at=issued,
+        expires_at=issued + timedelta(minutes=15),
+        version=minute * 60_000,
+    )
+
+
 async def test_gateway_key_keeps_a_block_and_a_release_clears_only_its_own_command(
     store: WindowStore,
 ):
-    from meterguard.models import ThrottleCommand, ThrottleLimits
-
-    def command(action: str, alert: str, minute: int) -> ThrottleCommand:
-        issued = T0 + timedelta(minutes=minute)
-        return ThrottleCommand(
-            command_id=f"{action}-{alert}",
-            identity="svc-x",
-            action=action,
-            limits=ThrottleLimits(requests_per_minute=0 if action == "block" else 5),
-            reason="test",
-            alert_id=alert,
-            issued_at=issued,
-            expires_at=issued + timedelta(minutes=15),
-            version=minute,
-        )
-
     now = T0 + timedelta(minutes=3)
-    block = command("block", "drift-alert", 0)
-    await store.commit([], [block, command("throttle", "spike-alert", 1)], now, {}, {})
-    assert (await store.active_throttle("svc-x")) == block  # a throttle never replaces a block
-    await store.commit([], [command("release", "spike-alert", 2)], now, {}, {})
-    assert (await store.active_throttle("svc-x")) == block  # not the spike's to release
-    stale = command("throttle", "old-alert", -60)  # expired before `now`: a replay of old data
-    await store.commit([], [stale], now, {}, {})
+    block = _command("block", "drift-alert", 0)
+    throttle = _command("throttle", "spike-alert", 1)
+    accepted = await store.apply_throttles([block, throttle], now)
+    assert accepted == [block]  # a throttle never replaces another alert's block
     assert (await store.active_throttle("svc-x")) == block
-    await store.commit([], [command("release", "drift-alert", 2)], now, {}, {})
+    assert await store.apply_throttles([_command("release", "spike-alert", 2)], now) == []
+    assert (await store.active_throttle("svc-x")) == block  # not the spike's to release
+    older = _command("block", "old-alert", -1)
+    assert await store.apply_throttles([older], now) == []  # a lower version never wins
+    assert await store.apply_throttles([block], now) == [block]  # redelivery: accepted again
+    release = _command("release", "drift-alert", 2)
+    assert await store.apply_throttles([release], now) == [release]
     assert await store.active_throttle("svc-x") is None
+
+
+async def test_expired_command_is_accepted_for_the_feed_but_writes_no_key(store: WindowStore):
+    # A replay of old events must emit the same commands whatever the wall clock says.
+    stale = _command("throttle", "old-alert", 0)
+    late_now = T0 + timedelta(hours=2)
+    assert await store.apply_throttles([stale], late_now) == [stale]
+    assert await store.active_throttle("svc-x") is None
+
+
+async def test_operator_release_clears_the_key_publishes_it_and_sticks_for_that_alert(
+    store: WindowStore,
+):
+    now = T0 + timedelta(minutes=3)
+    held = _command("throttle", "spike-alert", 1)
+    pubsub = store.redis.pubsub()
+    await pubsub.subscribe(store.throttle_channel)
+    await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+    await store.apply_throttles([held], now)
+    operator = _command("release", "spike-alert", 2).model_copy(update={"command_id": "op-1"})
+    assert await store.release_by_operator(held, operator) == 1
+    assert await store.active_throttle("svc-x") is None
+    published = []
+    while len(published) < 2:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+        assert message is not None, f"only {published} were published"
+        published.append(orjson.loads(message["data"])["command_id"])
+    assert published == [held.command_id, "op-1"]
+    # The episode renews its throttle a minute later: the operator's release stands.
+    assert await store.apply_throttles([_command("throttle", "spike-alert", 6)], now) == []
+    assert await store.active_throttle("svc-x") is None
+    # A new alert (an escalation, another detector) throttles again.
+    fresh = _command("block", "budget-alert", 7)
+    assert await store.apply_throttles([fresh], now) == [fresh]
+    assert await store.release_by_operator(held, operator) == -1  # not the held one any more
+    await pubsub.aclose()
 
 
 async def test_trace_call_tree_reports_depth_cycles_root_fanout_and_cost(store: WindowStore):

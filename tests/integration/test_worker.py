@@ -32,6 +32,7 @@ from streams.window_store import WindowStore
 from tests.traffic import mixed
 
 DEADLINE_S = 120.0
+API_TOKEN = uuid.uuid4().hex
 MALFORMED = b'{"event_id": "broken", "identity": "svc-quiet-0", "event_time": "yesterday"}'
 
 
@@ -84,8 +85,9 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
         "MG_DATA_DIR": str(tmp_path_factory.mktemp("faust")),
         **{
             f"MG_TOPIC_{k}": f"{tag}.{k.lower()}"
-            for k in ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE")
+            for k in ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE", "ALERTS_DLQ", "AUDIT")
         },
+        "MG_API_TOKEN": API_TOKEN,
         "MG_TOPIC_PARTITIONS": "2",
     }
     settings = Settings(
@@ -217,3 +219,84 @@ async def test_worker_metrics_count_events_duplicates_dead_letters_and_alerts(ru
     )
     assert samples['meterguard_throttle_commands_total{action="throttle"}'] >= 1
     assert "meterguard_batch_seconds_count" in text
+    assert samples["meterguard_throttles_active"] == 1
+    assert samples["meterguard_event_latency_seconds_count"] == 2 * n  # both rounds, each event
+    lag = [k for k in samples if k.startswith("meterguard_consumer_lag{")]
+    assert any(run.settings.topic_events in k for k in lag), lag
+
+
+class SseReader:
+    """Reads `event:`/`data:` frames from an open text/event-stream response."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def next_event(self) -> tuple[str, str]:
+        event, data = "message", []
+        while True:
+            line = await asyncio.wait_for(self.response.content.readline(), DEADLINE_S)
+            assert line, "the stream ended"
+            text = line.decode().rstrip("\r\n")
+            if not text:
+                if data:
+                    return event, "\n".join(data)
+                continue
+            field, _, value = text.partition(":")
+            if field == "event":
+                event = value.strip()
+            elif field == "data":
+                data.append(value.removeprefix(" "))
+
+
+async def test_throttle_stream_starts_with_a_snapshot_of_active_commands(run: Run):
+    url = f"{run.web}/api/throttles/stream"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        reader = SseReader(response)
+        event, data = await reader.next_event()
+        assert event == "command" and orjson.loads(data)["identity"] == "agent-runaway"
+        event, data = await reader.next_event()
+        assert (event, orjson.loads(data)) == ("ready", {"count": 1})
+
+
+async def post(url: str, token: str | None, body: object = None) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers["X-Meterguard-Actor"] = "alice@sec"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, headers=headers, json=body) as response,
+    ):
+        return response.status, await response.json()
+
+
+# Last in the module: it releases the runaway's throttle the tests above rely on.
+async def test_operator_release_needs_the_token_is_streamed_audited_and_published(run: Run):
+    url = f"{run.web}/api/throttles/agent-runaway/release"
+    assert (await post(url, None))[0] == 401
+    assert (await post(url, "wrong-token"))[0] == 403
+    assert (await post(f"{run.web}/api/throttles/svc-quiet-0/release", API_TOKEN))[0] == 404
+    held = await run.store.active_throttle("agent-runaway")
+    assert held is not None  # the refused requests changed nothing
+    stream_url = f"{run.web}/api/throttles/stream"
+    async with aiohttp.ClientSession() as session, session.get(stream_url) as stream:
+        reader = SseReader(stream)
+        while (await reader.next_event())[0] != "ready":
+            pass
+        status, release = await post(url, API_TOKEN, {"reason": "false positive"})
+        assert status == 200, release
+        event, data = await reader.next_event()
+    assert event == "command" and orjson.loads(data) == release
+    assert release["action"] == "release" and release["version"] > held.version
+    assert release["alert_id"] == held.alert_id and "alice@sec" in release["reason"]
+    assert await run.store.active_throttle("agent-runaway") is None
+    assert (await get(f"{run.web}/api/throttles/agent-runaway"))[0] == 404
+    assert (await post(url, API_TOKEN))[0] == 404  # nothing left to release
+    status, trail = await get(f"{run.web}/api/audit?limit=5")
+    assert status == 200 and len(trail) == 1
+    assert trail[0]["actor"] == "alice@sec" and trail[0]["reason"] == "false positive"
+    assert trail[0]["target_command_id"] == held.command_id
+    topics = [run.settings.topic_audit, run.settings.topic_throttle]
+    found = await read_topics(run.settings, topics)
+    assert found[run.settings.topic_audit] == trail
+    assert found[run.settings.topic_throttle][-1] == release

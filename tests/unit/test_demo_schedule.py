@@ -28,3 +28,20 @@ def test_schedule_starts_at_ten_to_the_hour_and_incidents_follow_the_warm_up(min
 def test_explicit_speed_is_kept():
     plan = Schedule.for_now(datetime(2026, 11, 22, 11, 5, tzinfo=UTC), speed=10.0)
     assert plan.speed == 10.0
+
+
+def test_demo_names_its_destinations_without_their_secrets():
+    from streams.demo import describe_destinations
+    from streams.settings import Settings
+
+    none = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "not delivered anywhere" in describe_destinations(none)
+    configured = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        webhook_url="https://siem.example:8443/hook?token=abc, http://10.0.0.5/x",
+        slack_webhook_url="https://hooks.slack.com/services/T000/B000/SECRETPART",
+    )
+    text = describe_destinations(configured)
+    assert "https://siem.example:8443" in text and "http://10.0.0.5" in text
+    assert "hooks.slack.com" in text and "unsigned" in text
+    assert "token=abc" not in text and "SECRETPART" not in text
