@@ -1,0 +1,17 @@
+"""Gateway side of meterguard: follow the throttle feed, enforce it per request.
+
+Embeddable: depends on httpx and `meterguard.models` only (no Faust, Kafka or Redis).
+"""
+
+from meterguard.gateway.asgi import ThrottleMiddleware, identity_from_headers
+from meterguard.gateway.client import Decision, ThrottleClient
+from meterguard.gateway.sse import ServerSentEvent, SSEParser
+
+__all__ = [
+    "Decision",
+    "SSEParser",
+    "ServerSentEvent",
+    "ThrottleClient",
+    "ThrottleMiddleware",
+    "identity_from_headers",
+]

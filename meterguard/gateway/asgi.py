@@ -1,0 +1,131 @@
+"""ThrottleMiddleware: pure ASGI enforcement of meterguard's throttle commands.
+
+Refuses a throttled or blocked identity with 429, `Retry-After` and a small JSON body before
+the wrapped app (the model call) runs; everything else passes through untouched. For a
+throttled identity it also reads `usage` from the app's JSON response, so tokens_per_minute
+is enforced on real usage (streamed responses carry no such body and count requests only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from meterguard.gateway.client import ThrottleClient
+from meterguard.models import ThrottleCommand
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+IdentityFrom = Callable[[Scope], str | None]
+
+IDENTITY_HEADER = b"x-meterguard-identity"
+MAX_USAGE_BODY = 1 << 20  # read usage from bodies up to 1 MiB; larger ones count requests only
+
+
+def identity_from_headers(scope: Scope) -> str | None:
+    """`x-meterguard-identity`, else the key id of the bearer token.
+
+    The header must be set by a trusted hop (the auth layer in front), which strips any
+    value a caller sent: a caller who can name itself can dodge its own throttle.
+    The key id is the part before the first `.` of `<key id>.<secret>` tokens; any other
+    token is named `key-<sha256 prefix>`, so the secret never becomes an identity that is
+    logged, shown on the dashboard or echoed in a 429 body. Producers of metering events
+    must name the identity the same way.
+    """
+    headers = dict(scope.get("headers") or [])
+    named = headers.get(IDENTITY_HEADER, b"").decode("latin-1").strip()
+    if named:
+        return named
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    key_id, dot, _secret = token.partition(".")
+    if dot and key_id:
+        return key_id
+    return "key-" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+class ThrottleMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        client: ThrottleClient,
+        identity_from: IdentityFrom = identity_from_headers,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.identity_from = identity_from
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan, websockets: not ours to meter
+            return
+        identity = self.identity_from(scope)
+        if identity is None:
+            await self.app(scope, receive, send)
+            return
+        decision = self.client.decide(identity)
+        if decision.command is None:
+            await self.app(scope, receive, send)  # the common path: no command, no overhead
+            return
+        if not decision.allowed:
+            await _refuse(send, identity, decision.command, decision.retry_after_s)
+            return
+        await self.app(scope, receive, _UsageTap(send, self.client, identity))
+
+
+async def _refuse(send: Send, identity: str, command: ThrottleCommand, retry_after_s: int) -> None:
+    body = json.dumps(
+        {
+            "error": "throttled",
+            "identity": identity,
+            "reason": command.reason,
+            "command_id": command.command_id,
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after_s).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _UsageTap:
+    """Passes every message on; keeps a copy of a JSON body to charge its `usage` tokens."""
+
+    def __init__(self, send: Send, client: ThrottleClient, identity: str) -> None:
+        self.send, self.client, self.identity = send, client, identity
+        self.body: bytearray | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers") or [])
+            if headers.get(b"content-type", b"").startswith(b"application/json"):
+                self.body = bytearray()
+        elif message["type"] == "http.response.body" and self.body is not None:
+            self.body += message.get("body", b"")
+            if len(self.body) > MAX_USAGE_BODY:
+                self.body = None
+            elif not message.get("more_body", False):
+                self.client.record_tokens(self.identity, _usage_tokens(bytes(self.body)))
+        await self.send(message)
+
+
+def _usage_tokens(body: bytes) -> int:
+    """Total tokens of an OpenAI-style response (`usage.total_tokens` or its parts), else 0."""
+    try:
+        usage = json.loads(body).get("usage") or {}
+        total = usage.get("total_tokens")
+        if total is None:
+            total = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        return int(total)
+    except (ValueError, TypeError, AttributeError):
+        return 0

@@ -1,0 +1,194 @@
+"""The gateway side end to end: a real worker's SSE feed enforced by the example gateway.
+
+A `meterguard worker` process on the real broker and Redis sees mixed traffic with a runaway
+agent (recent event times, so its throttle is live now). A `ThrottleClient` follows the
+worker's `/api/throttles/stream`; the example gateway app (deploy/examples/gateway_proxy.py)
+runs in-process behind `httpx.ASGITransport`. Latencies are printed (`pytest -s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from deploy.examples.gateway_proxy import create_app
+from meterguard.gateway import ThrottleClient
+from streams.cli import topic_specs
+from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from tests.traffic import mixed
+
+DEADLINE_S = 120.0
+WITHIN_S = 5.0  # "within seconds": from the feed's change to the gateway's answer
+API_TOKEN = uuid.uuid4().hex
+RUNAWAY = "agent-runaway"
+COMPLETIONS = "/v1/chat/completions"
+NEW_EVENTS = 'meterguard_events_total{status="new"}'
+
+
+@dataclass
+class Gateway:
+    web: str  # the worker's HTTP base URL
+    api: httpx.AsyncClient  # to the worker
+    gateway: httpx.AsyncClient  # to the example gateway app, in-process
+    client: ThrottleClient
+    log: Path
+    events: int
+
+    async def call(self, identity: str) -> httpx.Response:
+        headers = {"x-meterguard-identity": identity}
+        return await self.gateway.post(COMPLETIONS, headers=headers, json={"messages": []})
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> float:
+    """Poll until `check` holds; return the monotonic time it first did."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if await check():
+            return time.monotonic()
+        await asyncio.sleep(0.01)  # polling interval of a condition check, not a stand-in for it
+    pytest.fail(f"timed out waiting for {what}; worker log tail:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+async def gw(
+    broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_factory
+) -> AsyncIterator[Gateway]:
+    tag = uuid.uuid4().hex[:8]
+    topics = ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE", "ALERTS_DLQ", "AUDIT")
+    env = {
+        **os.environ,
+        "MG_KAFKA_BROKER": broker.url,
+        "MG_REDIS_URL": redis_server.url,
+        "MG_APP_ID": f"mg-gw-{tag}",
+        "MG_KEY_PREFIX": f"g{tag}",
+        "MG_DATA_DIR": str(tmp_path_factory.mktemp("faust")),
+        **{f"MG_TOPIC_{k}": f"{tag}.{k.lower()}" for k in topics},
+        "MG_API_TOKEN": API_TOKEN,
+        "MG_TOPIC_PARTITIONS": "2",
+    }
+    # model_validate: exactly these values, no environment or .env file mixed in.
+    settings = Settings.model_validate(
+        {k[3:].lower(): v for k, v in env.items() if k.startswith("MG_")}
+    )
+    await ensure_topics(broker.bootstrap, topic_specs(settings))
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    web = f"http://127.0.0.1:{free_port()}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "--web-port", web.rsplit(":", 1)[1]],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    # Connects while the worker is still starting: refused connections exercise the backoff.
+    client = ThrottleClient(web, backoff_base_s=0.2, backoff_cap_s=2.0)
+    api = httpx.AsyncClient(base_url=web, timeout=10)
+    gateway = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(client)), base_url="http://gateway"
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=10)
+    try:
+        await client.start()
+        await client.wait_ready(timeout=DEADLINE_S)
+        # Recent event times: the runaway's burst ends a minute ago, its throttle is live.
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=76)
+        docs = mixed(quiet=4, prefix=f"{tag}-", start=start)
+        await producer.start()
+        for doc in docs:
+            await producer.send(
+                settings.topic_raw, key=doc["identity"].encode(), value=orjson.dumps(doc)
+            )
+        await producer.flush()
+        yield Gateway(web, api, gateway, client, log, len(docs))
+    finally:
+        await producer.stop()
+        await client.aclose()
+        await gateway.aclose()
+        await api.aclose()
+        worker.terminate()
+        worker.wait(timeout=20)
+
+
+async def test_runaway_gets_429_within_seconds_of_its_command_and_quiet_ones_get_200(gw):
+    seen_at: float | None = None
+
+    async def listed() -> bool:
+        nonlocal seen_at
+        if seen_at is None:
+            response = await gw.api.get("/api/throttles")
+            if RUNAWAY in {c["identity"] for c in response.json()}:
+                seen_at = time.monotonic()
+        return seen_at is not None
+
+    async def refused() -> bool:
+        # A runaway sends as fast as it can: a burst per poll, well over its minute's limit.
+        for _ in range(25):
+            response = await gw.call(RUNAWAY)
+            if response.status_code == 429:
+                assert response.json()["error"] == "throttled"
+                assert int(response.headers["retry-after"]) >= 1
+                return True
+            assert response.status_code == 200
+        await listed()
+        return False
+
+    refused_at = await until(refused, "the runaway's first 429", gw.log)
+    await until(listed, "the runaway's command in GET /api/throttles", gw.log)
+    assert seen_at is not None
+    latency = refused_at - seen_at
+    command = gw.client.get(RUNAWAY)
+    assert command is not None and command.action == "throttle"
+    print(
+        f"\nfirst 429 {latency * 1000:+.0f} ms after the command appeared in GET /api/throttles "
+        f"(negative: the SSE push beat the list poll); limits {command.limits}"
+    )
+    assert latency < WITHIN_S
+    for i in range(4):
+        assert (await gw.call(f"svc-quiet-{i}")).status_code == 200
+
+
+async def test_operator_release_lets_the_runaway_through_within_seconds(gw):
+    async def throttled() -> bool:
+        return gw.client.get(RUNAWAY) is not None
+
+    async def all_counted() -> bool:
+        text = (await gw.api.get("/metrics")).text
+        new = [line for line in text.splitlines() if line.startswith(NEW_EVENTS)]
+        return bool(new) and float(new[0].rsplit(" ", 1)[1]) >= gw.events
+
+    await until(throttled, "the runaway's command at the gateway", gw.log)
+    # Every event processed first, so no late minute renews the throttle after the release.
+    await until(all_counted, "every event to be counted", gw.log)
+    url = f"/api/throttles/{RUNAWAY}/release"
+    assert (await gw.api.post(url)).status_code == 401
+    wrong = await gw.api.post(url, headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 403
+    assert gw.client.get(RUNAWAY) is not None  # refused releases changed nothing
+
+    response = await gw.api.post(url, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    released_at = time.monotonic()
+    assert response.status_code == 200, response.text
+    assert response.json()["action"] == "release"
+
+    async def served() -> bool:
+        return (await gw.call(RUNAWAY)).status_code == 200 and gw.client.get(RUNAWAY) is None
+
+    latency = await until(served, "the runaway's first 200 after the release", gw.log) - released_at
+    print(f"\nfirst 200 {latency * 1000:.0f} ms after the release was acknowledged")
+    assert latency < WITHIN_S
+    assert (await gw.api.get(f"/api/throttles/{RUNAWAY}")).status_code == 404
