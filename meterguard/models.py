@@ -198,3 +198,16 @@ class AuditEvent(BaseModel):
     alert_id: str | None = None
     remote: str | None = None
     at: datetime
+
+
+class DeadLetteredAlert(BaseModel):
+    """A record on the alerts dead-letter topic: an alert no retry got to a destination."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alert: Alert
+    destination: str  # without credentials, query or (for Slack) the secret path
+    reason: str
+    attempts: int
+    last_status: int | None
+    dead_lettered_at: datetime

@@ -24,6 +24,7 @@ import redis.exceptions
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from streams import metrics
 from streams.decode import Origin, dead_letter, decode, decode_event_json
+from streams.delivery import install_delivery
 from streams.pipeline import BatchOutcome, Pipeline
 from streams.settings import Settings
 from streams.web import register_routes
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> faust.App:
             await app.producer.flush()
 
     register_routes(app, store, settings)
+    install_delivery(app, settings, redis_client, settings.policy)
     app.meterguard_store = store  # type: ignore[attr-defined]
     return app
 

@@ -22,6 +22,7 @@ from detectors.base import Verdict
 from detectors.features import IdentityContext, MinuteWindow
 from meterguard.models import Alert, Severity, ThrottleCommand, ThrottleLimits
 from meterguard.timeutil import MINUTE_MS, from_ms
+from sinks.routing import RoutingConfig
 
 
 class EnvironmentPolicy(BaseModel):
@@ -73,6 +74,7 @@ class PolicyConfig(BaseModel):
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     default_budget: BudgetSpec | None = None
     budget_warn_at: float = Field(default=0.8, gt=0, lt=1)
+    routing: RoutingConfig = RoutingConfig()  # alert destinations' filters (sinks/routing.py)
 
     @field_validator("environments", mode="before")
     @classmethod

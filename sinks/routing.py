@@ -1,0 +1,138 @@
+"""Which alerts go where: per-destination filters and the policy file's `routing:` section.
+
+    routing:
+      webhooks:
+        - url: https://siem.example.com/hooks/meterguard
+          secret_env: SIEM_WEBHOOK_SECRET     # the env var's name; secrets never in the file
+          min_severity: critical
+          environments: [prod]
+      slack:
+        min_severity: warning
+        statuses: [firing]
+
+Every filter field left out passes everything. `MG_WEBHOOK_URL` destinations pass everything
+and are signed with `MG_WEBHOOK_SECRET`. Pure: the environment is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from meterguard.models import Alert, Severity
+
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+SinkKind = Literal["webhook", "slack"]
+
+
+class AlertFilter(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_severity: Severity = "info"
+    detectors: frozenset[str] | None = None  # None: every detector
+    environments: frozenset[str] | None = None
+    teams: frozenset[str] | None = None
+    statuses: frozenset[Literal["firing", "resolved"]] | None = None
+
+    def matches(self, alert: Alert) -> bool:
+        return (
+            SEVERITY_RANK[alert.severity] >= SEVERITY_RANK[self.min_severity]
+            and _allowed(self.detectors, alert.detector)
+            and _allowed(self.environments, alert.environment)
+            and _allowed(self.teams, alert.team)
+            and _allowed(self.statuses, alert.status)
+        )
+
+
+def _allowed(allowed: frozenset[str] | None, value: str | None) -> bool:
+    return allowed is None or (value is not None and value in allowed)
+
+
+class WebhookRoute(AlertFilter):
+    url: str = Field(min_length=1)
+    secret_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class RoutingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    webhooks: tuple[WebhookRoute, ...] = ()
+    slack: AlertFilter = AlertFilter()
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One place alerts are delivered to, resolved from settings + policy + environment."""
+
+    kind: SinkKind
+    url: str
+    secret: str | None
+    filter: AlertFilter
+
+    @property
+    def key(self) -> str:
+        """Stable, secret-free id for Redis keys and metric labels (URLs may hold tokens)."""
+        digest = hashlib.sha256(f"{self.kind}\x1f{self.url}".encode()).hexdigest()[:12]
+        return f"{self.kind}-{digest}"
+
+    @property
+    def public_name(self) -> str:
+        return public_url(self.url, hide_path=self.kind == "slack")
+
+
+def public_url(url: str, hide_path: bool = False) -> str:
+    """The URL without credentials, query or fragment (and path, where the path is the key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    path = "/…" if hide_path and parts.path not in ("", "/") else parts.path
+    return f"{parts.scheme}://{host}{path}"
+
+
+def destinations(
+    routing: RoutingConfig,
+    webhook_urls: str | None,
+    webhook_secret: str | None,
+    slack_url: str | None,
+    environ: Mapping[str, str],
+) -> list[Destination]:
+    """Every configured destination; the policy file's entry wins for a URL given twice."""
+    found: dict[str, Destination] = {}
+    for route in routing.webhooks:
+        secret = None
+        if route.secret_env is not None:
+            secret = environ.get(route.secret_env)
+            if not secret:
+                raise ValueError(
+                    f"routing webhook {public_url(route.url)}: secret_env {route.secret_env} "
+                    "is not set"
+                )
+        found.setdefault(route.url, Destination("webhook", route.url, secret, route))
+    for url in (u.strip() for u in (webhook_urls or "").split(",")):
+        if url:
+            found.setdefault(
+                _check_url(url), Destination("webhook", url, webhook_secret or None, AlertFilter())
+            )
+    if slack_url:
+        found.setdefault(
+            _check_url(slack_url), Destination("slack", slack_url, None, routing.slack)
+        )
+    return list(found.values())
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {public_url(url)}")
+    return url

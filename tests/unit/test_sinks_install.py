@@ -1,0 +1,46 @@
+"""install_delivery (streams/delivery.py): wiring only, nothing is started here."""
+
+from __future__ import annotations
+
+import faust
+import pytest
+import redis.asyncio as aioredis
+
+from streams.delivery import install_delivery
+from streams.policy import PolicyConfig
+from streams.settings import Settings
+
+
+def settings(**values) -> Settings:
+    return Settings(_env_file=None, kafka_broker="kafka://127.0.0.1:1", **values)  # type: ignore[call-arg]
+
+
+def agent_topics(app: faust.App) -> list[str]:
+    return [t for agent in app.agents.values() for t in agent.channel.topics]  # type: ignore[attr-defined]
+
+
+def test_no_destination_installs_nothing():
+    app = faust.App("t-none", broker="kafka://127.0.0.1:1")
+    install_delivery(app, settings(), aioredis.Redis(), PolicyConfig())
+    assert agent_topics(app) == [] and not app._app_tasks
+
+
+def test_a_destination_installs_one_enqueue_agent_on_the_alerts_topic_once():
+    app = faust.App("t-one", broker="kafka://127.0.0.1:1")
+    config = settings(webhook_url="https://siem.example/h", topic_alerts="x.alerts")
+    unconnected = aioredis.Redis()  # connects on first command only; none is sent here
+    install_delivery(app, config, unconnected, PolicyConfig())
+    install_delivery(app, config, unconnected, PolicyConfig())  # create_app + a test harness
+    assert agent_topics(app) == ["x.alerts"]
+    assert len(app._app_tasks) == 1
+
+
+def test_a_missing_routing_secret_stops_the_worker_at_startup(monkeypatch):
+    monkeypatch.delenv("SIEM_SECRET", raising=False)
+    policy = PolicyConfig.model_validate(
+        {"routing": {"webhooks": [{"url": "https://siem.example/h", "secret_env": "SIEM_SECRET"}]}}
+    )
+    with pytest.raises(ValueError, match="SIEM_SECRET"):
+        install_delivery(
+            faust.App("t-bad", broker="kafka://127.0.0.1:1"), settings(), aioredis.Redis(), policy
+        )
