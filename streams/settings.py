@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     web_port: int = 6066
     api_token: str | None = None
     policy_file: str | None = None
+    mapping_file: str | None = Field(
+        default=None,
+        description="YAML: which attribute of each input format is the identity (and more)",
+    )
 
     topic_raw: str = "metering.raw"
     topic_events: str = "metering.events"

@@ -7,21 +7,62 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import orjson
+from standardwebhooks.webhooks import Webhook
+
+SECRET = "whsec_" + "bWV0ZXJndWFyZC1kZW1vLXRlc3Qtc2VjcmV0"  # base64 of a test-only key
+
+
+@contextmanager
+def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """A local HTTP endpoint standing in for a SIEM webhook or Slack: records every POST."""
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_demo_shows_alerts_and_throttles_within_its_first_minute_and_leaves_nothing_running(
     tmp_path: Path,
 ):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--duration", "70"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    with receiver() as (siem_url, siem), receiver() as (slack_url, slack):
+        env |= {
+            "MG_WEBHOOK_URL": siem_url,
+            "MG_WEBHOOK_SECRET": SECRET,
+            "MG_SLACK_WEBHOOK_URL": slack_url,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "demo", "--duration", "70"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     injected = re.findall(r"injected: (\w+) on (\S+)", out)
@@ -35,6 +76,12 @@ def test_demo_shows_alerts_and_throttles_within_its_first_minute_and_leaves_noth
         assert f"{identity}: " in out
     assert (tmp_path / ".meterguard").is_dir()
     assert running_in(tmp_path) == []  # broker, Redis and worker all stopped
+    # The demo delivers to the destinations the environment names (README).
+    assert "delivering alerts to: webhook http://127.0.0.1" in out
+    verified = [Webhook(SECRET).verify(body, headers) for headers, body in siem]
+    delivered = {doc["data"]["identity"] for doc in verified}
+    assert {identity for _kind, identity in injected} <= delivered
+    assert slack and all("blocks" in orjson.loads(body) for _h, body in slack)
 
 
 def running_in(folder: Path) -> list[str]:

@@ -131,3 +131,15 @@ def test_destination_names_and_keys_carry_no_secrets():
     assert "abc" not in hook.key and "pw" not in hook.key and hook.key.startswith("webhook-")
     slack_url = "https://hooks.slack.com/services/T000/B000/SECRET"
     assert public_url(slack_url, hide_path=True) == "https://hooks.slack.com/…"
+
+
+def test_the_shipped_example_policy_loads_and_names_its_routes():
+    from pathlib import Path
+
+    from streams.policy import PolicyConfig
+
+    example = Path(__file__).parents[2] / "deploy" / "meterguard.yaml"
+    policy = PolicyConfig.load(str(example))
+    (siem,) = policy.routing.webhooks
+    assert siem.secret_env == "SIEM_WEBHOOK_SECRET" and siem.min_severity == "critical"
+    assert policy.routing.slack.min_severity == "warning"
