@@ -7,31 +7,20 @@ letters. The browser waits for the page to show what the worker decided (no slee
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
-import orjson
 import pytest
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
-from streams.cli import topic_specs
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.embedded import EmbeddedBroker, EmbeddedRedis
 from streams.window_store import WindowStore
+from tests.integration.worker_process import produce, start_worker
 from tests.traffic import mixed, series
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,16 +34,6 @@ UI_TIMEOUT_MS = 60_000
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (Debian package chromium)"
 )
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> None:
-    """Poll a condition until it holds; fail with the worker's log if it never does."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.25)  # polling interval of a condition check, not a stand-in for it
-    pytest.fail(f"timed out waiting for {what}; worker log tail:\n{log.read_text()[-3000:]}")
 
 
 @dataclass
@@ -76,59 +55,17 @@ def traffic(tag: str, start: datetime) -> list[dict]:
 async def run(
     broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_factory
 ) -> AsyncIterator[Run]:
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        "MG_KAFKA_BROKER": broker.url,
-        "MG_REDIS_URL": redis_server.url,
-        "MG_APP_ID": f"mg-dash-{tag}",
-        "MG_KEY_PREFIX": f"d{tag}",
-        "MG_DATA_DIR": str(tmp_path_factory.mktemp("faust")),
-        **{
-            f"MG_TOPIC_{k}": f"dash-{tag}.{k.lower()}"
-            for k in ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE")
-        },
-        "MG_TOPIC_PARTITIONS": "2",
-    }
-    settings = Settings(
-        _env_file=None, **{k[3:].lower(): v for k, v in env.items() if k.startswith("MG_")}
-    )
-    await ensure_topics(broker.bootstrap, topic_specs(settings))
-    tmp = tmp_path_factory.mktemp("dashboard")
-    log = tmp / "worker.log"
-    web_port = free_port()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web_port)],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = aioredis.Redis.from_url(redis_server.url)
-    store = WindowStore(client, settings.store_config())
+    worker = await start_worker(broker, redis_server.url, tmp_path_factory)
     # The 75 minutes of traffic end a minute before now: the runaways' throttles, issued
     # ~10 minutes ago in event time for 15 minutes, are still live when the browser looks.
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=76)
-    docs = traffic(tag, start)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=10)
-    await producer.start()
+    docs = traffic(worker.settings.key_prefix, start)
     try:
-        for doc in docs:
-            await producer.send(
-                settings.topic_raw, key=doc["identity"].encode(), value=orjson.dumps(doc)
-            )
-        await producer.flush()
-
-        async def all_counted() -> bool:
-            return (await store.stats()).get("events_new", 0) >= len(docs)
-
-        await wait_for(all_counted, "all events to be counted", log)
-        yield Run(f"http://127.0.0.1:{web_port}", store, tmp)
+        await produce(broker.bootstrap, worker.settings.topic_raw, docs)
+        await worker.wait_counted(len(docs))
+        yield Run(worker.web, worker.store, tmp_path_factory.mktemp("dashboard"))
     finally:
-        await producer.stop()
-        worker.terminate()
-        worker.wait(timeout=20)
-        await client.aclose()
+        await worker.stop()
 
 
 @pytest.fixture(scope="module")

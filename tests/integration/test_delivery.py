@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import statistics
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,17 +20,14 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from standardwebhooks.webhooks import Webhook
 
 from sinks.routing import public_url
-from streams.cli import topic_specs
 from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from streams.settings import Settings
-from streams.topics import TopicSpec, ensure_topics
-from streams.window_store import WindowStore
+from tests.integration.worker_process import produce, start_worker
 from tests.traffic import mixed, series
 
 DEADLINE_S = 120.0
@@ -149,17 +142,8 @@ async def wait_for(check: Callable[[], bool], what: str, log: Path) -> None:
     pytest.fail(f"timed out waiting for {what}; worker log tail:\n{tail}")
 
 
-def worker_env(broker: EmbeddedBroker, redis_url: str, tag: str, data_dir: Path, r) -> dict:
-    topics = ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE", "ALERTS_DLQ", "AUDIT")
+def delivery_env(r: dict[str, Receiver]) -> dict[str, str]:
     return {
-        **os.environ,
-        "MG_KAFKA_BROKER": broker.url,
-        "MG_REDIS_URL": redis_url,
-        "MG_APP_ID": f"mg-delivery-{tag}",
-        "MG_KEY_PREFIX": f"d{tag}",
-        "MG_DATA_DIR": str(data_dir),
-        **{f"MG_TOPIC_{k}": f"{tag}.{k.lower()}" for k in topics},
-        "MG_TOPIC_PARTITIONS": "2",
         "MG_WEBHOOK_URL": ",".join(x.url for x in (r["steady"], r["flaky"], r["down"])),
         "MG_WEBHOOK_SECRET": SECRET,
         "MG_SLACK_WEBHOOK_URL": r["slack"].url,
@@ -173,7 +157,6 @@ def worker_env(broker: EmbeddedBroker, redis_url: str, tag: str, data_dir: Path,
 
 @pytest.fixture(scope="module")
 async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_factory):
-    tag = uuid.uuid4().hex[:8]
     receivers = {
         "steady": Receiver("/siem/steady", lambda n: (200, {})),
         "flaky": Receiver(
@@ -185,53 +168,24 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
     }
     for receiver in receivers.values():
         await receiver.start()
-    env = worker_env(broker, redis_server.url, tag, tmp_path_factory.mktemp("faust"), receivers)
-    values = {k[3:].lower(): v for k, v in env.items() if k.startswith("MG_")}
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    specs = topic_specs(settings)
-    if settings.topic_alerts_dlq not in {s.name for s in specs}:
-        specs.append(TopicSpec(settings.topic_alerts_dlq, settings.topic_partitions))
-    await ensure_topics(broker.bootstrap, specs)
+    worker = await start_worker(broker, redis_server.url, tmp_path_factory, delivery_env(receivers))
+    settings = worker.settings
     topic, listening = Collected(), asyncio.Event()
-    collector = asyncio.create_task(collect(settings, topic, listening))
+    collector = asyncio.create_task(collect(settings, topic, listening))  # reads from earliest
     await listening.wait()
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    web = str(free_port())
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--web-port", web],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = aioredis.Redis.from_url(redis_server.url)
-    store = WindowStore(client, settings.store_config())
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=80)
-    docs = traffic(tag, start)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=10)
-    await producer.start()
-    state = Run(settings, topic=topic, web=f"http://127.0.0.1:{web}", **receivers)
+    docs = traffic(settings.key_prefix, start)
+    state = Run(settings, topic=topic, web=worker.web, **receivers)
     try:
-        for doc in docs:
-            await producer.send(
-                settings.topic_raw, key=doc["identity"].encode(), value=orjson.dumps(doc)
-            )
-        await producer.flush()
-
-        async def counted() -> bool:
-            return (await store.stats()).get("events_new", 0) >= len(docs)
-
-        deadline = time.monotonic() + DEADLINE_S
-        while not await counted() and time.monotonic() < deadline:
-            await asyncio.sleep(0.25)  # polling interval of a condition check
-        await wait_for(lambda: all_settled(state), "every alert delivered or dead-lettered", log)
+        await produce(broker.bootstrap, settings.topic_raw, docs)
+        await worker.wait_counted(len(docs))
+        await wait_for(
+            lambda: all_settled(state), "every alert delivered or dead-lettered", worker.log
+        )
         yield state
     finally:
         collector.cancel()
-        await producer.stop()
-        worker.terminate()
-        worker.wait(timeout=20)
-        await client.aclose()
+        await worker.stop()
         for receiver in receivers.values():
             await receiver.stop()
 

@@ -9,9 +9,6 @@ runs in-process behind `httpx.ASGITransport`. Latencies are printed (`pytest -s`
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,16 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from deploy.examples.gateway_proxy import create_app
 from meterguard.gateway import ThrottleClient
-from streams.cli import topic_specs
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from streams.embedded import EmbeddedBroker, EmbeddedRedis
+from tests.integration.worker_process import produce, start_worker
 from tests.traffic import mixed
 
 DEADLINE_S = 120.0
@@ -68,60 +61,28 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> f
 async def gw(
     broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_factory
 ) -> AsyncIterator[Gateway]:
-    tag = uuid.uuid4().hex[:8]
-    topics = ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE", "ALERTS_DLQ", "AUDIT")
-    env = {
-        **os.environ,
-        "MG_KAFKA_BROKER": broker.url,
-        "MG_REDIS_URL": redis_server.url,
-        "MG_APP_ID": f"mg-gw-{tag}",
-        "MG_KEY_PREFIX": f"g{tag}",
-        "MG_DATA_DIR": str(tmp_path_factory.mktemp("faust")),
-        **{f"MG_TOPIC_{k}": f"{tag}.{k.lower()}" for k in topics},
-        "MG_API_TOKEN": API_TOKEN,
-        "MG_TOPIC_PARTITIONS": "2",
-    }
-    # model_validate: exactly these values, no environment or .env file mixed in.
-    settings = Settings.model_validate(
-        {k[3:].lower(): v for k, v in env.items() if k.startswith("MG_")}
-    )
-    await ensure_topics(broker.bootstrap, topic_specs(settings))
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    web = f"http://127.0.0.1:{free_port()}"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--web-port", web.rsplit(":", 1)[1]],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    worker = await start_worker(
+        broker, redis_server.url, tmp_path_factory, {"MG_API_TOKEN": API_TOKEN}
     )
     # Connects while the worker is still starting: refused connections exercise the backoff.
-    client = ThrottleClient(web, backoff_base_s=0.2, backoff_cap_s=2.0)
-    api = httpx.AsyncClient(base_url=web, timeout=10)
+    client = ThrottleClient(worker.web, backoff_base_s=0.2, backoff_cap_s=2.0)
+    api = httpx.AsyncClient(base_url=worker.web, timeout=10)
     gateway = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(client)), base_url="http://gateway"
     )
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=10)
     try:
         await client.start()
         await client.wait_ready(timeout=DEADLINE_S)
         # Recent event times: the runaway's burst ends a minute ago, its throttle is live.
         start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=76)
-        docs = mixed(quiet=4, prefix=f"{tag}-", start=start)
-        await producer.start()
-        for doc in docs:
-            await producer.send(
-                settings.topic_raw, key=doc["identity"].encode(), value=orjson.dumps(doc)
-            )
-        await producer.flush()
-        yield Gateway(web, api, gateway, client, log, len(docs))
+        docs = mixed(quiet=4, prefix=f"{worker.settings.key_prefix}-", start=start)
+        await produce(broker.bootstrap, worker.settings.topic_raw, docs)
+        yield Gateway(worker.web, api, gateway, client, worker.log, len(docs))
     finally:
-        await producer.stop()
         await client.aclose()
         await gateway.aclose()
         await api.aclose()
-        worker.terminate()
-        worker.wait(timeout=20)
+        await worker.stop()
 
 
 async def test_runaway_gets_429_within_seconds_of_its_command_and_quiet_ones_get_200(gw):

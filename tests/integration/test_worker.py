@@ -8,30 +8,21 @@ Each test asserts one behaviour of that run.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from streams.cli import topic_specs
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from streams.embedded import EmbeddedBroker, EmbeddedRedis
 from streams.settings import Settings
-from streams.topics import ensure_topics
 from streams.window_store import WindowStore
+from tests.integration.worker_process import DEADLINE_S, read_topics, start_worker
 from tests.traffic import mixed
 
-DEADLINE_S = 120.0
 API_TOKEN = uuid.uuid4().hex
 MALFORMED = b'{"event_id": "broken", "identity": "svc-quiet-0", "event_time": "yesterday"}'
 
@@ -42,73 +33,17 @@ class Run:
     store: WindowStore
     sent: list[dict]
     web: str
-    messages: dict[str, list[dict]] = field(default_factory=dict)
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> None:
-    """Poll a condition until it holds; fail with the worker's log if it never does."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.25)  # polling interval of a condition check, not a stand-in for it
-    tail = log.read_text(errors="replace")[-3000:]
-    pytest.fail(f"timed out waiting for {what}; worker log tail:\n{tail}")
-
-
-async def read_topics(settings: Settings, topics: list[str]) -> dict[str, list[dict]]:
-    consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    found: dict[str, list[dict]] = {t: [] for t in topics}
-    try:
-        while True:
-            batches = await consumer.getmany(timeout_ms=1500)
-            if not batches:
-                return found
-            for tp, records in batches.items():
-                found[tp.topic] += [orjson.loads(r.value) for r in records]
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture(scope="module")
 async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_factory):
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        **os.environ,
-        "MG_KAFKA_BROKER": broker.url,
-        "MG_REDIS_URL": redis_server.url,
-        "MG_APP_ID": f"mg-test-{tag}",
-        "MG_KEY_PREFIX": f"w{tag}",
-        "MG_DATA_DIR": str(tmp_path_factory.mktemp("faust")),
-        **{
-            f"MG_TOPIC_{k}": f"{tag}.{k.lower()}"
-            for k in ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE", "ALERTS_DLQ", "AUDIT")
-        },
-        "MG_API_TOKEN": API_TOKEN,
-        "MG_TOPIC_PARTITIONS": "2",
-    }
-    settings = Settings(
-        _env_file=None, **{k[3:].lower(): v for k, v in env.items() if k.startswith("MG_")}
+    worker = await start_worker(
+        broker, redis_server.url, tmp_path_factory, {"MG_API_TOKEN": API_TOKEN}
     )
-    # Created before anything is produced: Tansu would auto-create with 4 partitions.
-    await ensure_topics(broker.bootstrap, topic_specs(settings))
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    web_port = free_port()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web_port)],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = aioredis.Redis.from_url(redis_server.url)
-    store = WindowStore(client, settings.store_config())
+    settings = worker.settings
     # Recent data, so the runaway's throttle command is still live when the test looks.
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=80)
-    docs = mixed(quiet=4, prefix=f"{tag}-", start=start)
+    docs = mixed(quiet=4, prefix=f"{settings.key_prefix}-", start=start)
     payloads = [orjson.dumps(d) for d in docs]
     half = len(payloads) // 2
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=10)
@@ -122,18 +57,11 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
                     settings.topic_raw, key=docs[i]["identity"].encode(), value=payload
                 )
             await producer.flush()
-
-        async def all_counted() -> bool:
-            stats = await store.stats()
-            return stats.get("events_new", 0) + stats.get("events_duplicate", 0) >= 2 * len(docs)
-
-        await wait_for(all_counted, "both rounds to be counted", log)
-        yield Run(settings, store, docs, f"http://127.0.0.1:{web_port}")
+        await worker.wait_counted(2 * len(docs), ("events_new", "events_duplicate"))
+        yield Run(settings, worker.store, docs, worker.web)
     finally:
         await producer.stop()
-        worker.terminate()
-        worker.wait(timeout=20)
-        await client.aclose()
+        await worker.stop()
 
 
 async def test_runaway_agent_alert_reaches_the_alerts_topic(run: Run):
