@@ -1,4 +1,4 @@
-.PHONY: check test demo bench
+.PHONY: check test demo bench bench-delivery
 check:  ## format, lint and type checks in one command
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
@@ -9,3 +9,5 @@ demo:
 	./scripts/demo
 bench:
 	.venv/bin/python benchmarks/throughput.py
+bench-delivery:  ## alert -> webhook and command -> SSE latency on a real worker
+	.venv/bin/python benchmarks/delivery_latency.py
