@@ -6,18 +6,25 @@ it imports none of them.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from meterguard.timeutil import parse_event_time
+from meterguard.timeutil import parse_event_time, to_ms
 
-# Printable: no C0/C1 control characters, no DEL. Spaces and unicode letters are fine.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Printable: no C0/C1 controls or DEL (Cc), no invisible format characters such as bidi
+# overrides and zero-width joiners (Cf: an identity that renders like another is another
+# identity), no line or paragraph separators, no surrogates. Spaces and letters of any script
+# are fine.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 MAX_ATTRIBUTES_BYTES = 16_384
+# Objects and arrays nested below `attributes`. orjson writes at most 254 levels and pydantic's
+# JSON parser (decode_event_json, on the way back from `metering.events`) reads about 200: an
+# accepted event must survive both, and no real attribute is nested this deep.
+MAX_ATTRIBUTES_DEPTH = 32
 # Per-event ceilings: far above any real call, low enough that a minute's sums stay exact in
 # Redis (Lua numbers are doubles: integers exact to 2**53).
 MAX_TOKENS = 100_000_000
@@ -25,6 +32,11 @@ MAX_COST_USD = Decimal(10_000)
 
 EventKind = Literal["llm.call", "tool.call", "api.call"]
 Severity = Literal["info", "warning", "critical"]
+
+
+# Optional attribution and evidence strings: bounded, so one event cannot carry megabytes in
+# a field that ends up in every alert, log line and dashboard row.
+Label = Annotated[str | None, Field(max_length=256)]
 
 
 class MeteringEvent(BaseModel):
@@ -36,37 +48,42 @@ class MeteringEvent(BaseModel):
     identity: str = Field(min_length=1, max_length=256)
     event_time: datetime
     kind: EventKind = "llm.call"
-    team: str | None = None
-    tenant: str | None = None
-    environment: str | None = None
-    workload: str | None = None
-    credential_id: str | None = None
-    source: str | None = None
-    model: str | None = None
-    provider: str | None = None
-    operation: str | None = None
-    endpoint: str | None = None
-    tool_name: str | None = None
+    team: Label = None
+    tenant: Label = None
+    environment: Label = None
+    workload: Label = None
+    credential_id: Label = None
+    source: Label = None
+    model: Label = None
+    provider: Label = None
+    operation: Label = None
+    endpoint: str | None = Field(default=None, max_length=2048)
+    tool_name: Label = None
     input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     cached_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     cost_usd: Decimal = Field(default=Decimal(0), ge=0, le=MAX_COST_USD, allow_inf_nan=False)
     status: Literal["ok", "error"] = "ok"
-    error_type: str | None = None
-    latency_ms: float | None = Field(default=None, ge=0)
-    request_fingerprint: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    parent_span_id: str | None = None
-    caller_identity: str | None = None
+    error_type: Label = None
+    latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    request_fingerprint: Label = None
+    trace_id: Label = None
+    span_id: Label = None
+    parent_span_id: Label = None
+    caller_identity: Label = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     ingest_time: datetime | None = None
 
     @field_validator("identity", "event_id")
     @classmethod
     def _printable(cls, value: str) -> str:
-        if _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
+        # isprintable() is the fast path; it is also False for spaces other than " ".
+        if not value.isprintable():
+            for char in value:
+                if unicodedata.category(char) in _UNPRINTABLE:
+                    raise ValueError(
+                        f"must not contain control characters (U+{ord(char):04X} found)"
+                    )
         if not value.strip():
             raise ValueError("must not be blank")
         return value
@@ -88,6 +105,13 @@ class MeteringEvent(BaseModel):
             return int(value)
         return value
 
+    @field_validator("latency_ms", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
     @field_validator("cost_usd", mode="before")
     @classmethod
     def _exact_cost(cls, value: Any) -> Any:
@@ -104,11 +128,16 @@ class MeteringEvent(BaseModel):
             merged = {**extra, **self.attributes}
             object.__setattr__(self, "attributes", merged)
             extra.clear()
+        for key, value in self.attributes.items():
+            if _nested_deeper_than(value, MAX_ATTRIBUTES_DEPTH):
+                raise ValueError(
+                    f"attributes: {key!r} is nested deeper than {MAX_ATTRIBUTES_DEPTH} levels"
+                )
         return self
 
     @property
     def event_time_ms(self) -> int:
-        return int(self.event_time.timestamp() * 1000)
+        return to_ms(self.event_time)
 
     @property
     def cost_nano_usd(self) -> int:
@@ -117,6 +146,21 @@ class MeteringEvent(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects/arrays nest more than `limit` levels (level by level: no recursion)."""
+    level = [value]
+    for _ in range(limit + 1):
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return False
+        level = [
+            child
+            for container in containers
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
+    return True
 
 
 class DeadLetter(BaseModel):
@@ -132,6 +176,11 @@ class DeadLetter(BaseModel):
     partition: int | None = None
     offset: int | None = None
     ingest_time: datetime
+    # Added with the input formats (issue 5); absent in older records. `format` is the
+    # detected input format; `headers` the message's Kafka headers as text (evidence, e.g.
+    # a binary-mode CloudEvent's ce_* attributes), not a byte-exact copy.
+    format: str | None = None
+    headers: dict[str, str] | None = None
 
 
 class ThrottleLimits(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Epoch numbers above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
@@ -10,6 +10,8 @@ _MS_THRESHOLD = 100_000_000_000
 MINUTE_MS = 60_000
 # Metering from before 2000 is a broken clock, not evidence (and keeps epoch ms positive).
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def parse_event_time(value: Any) -> datetime:
@@ -58,6 +60,12 @@ def format_time(moment: datetime) -> str:
     return (
         moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     )
+
+
+def to_ms(moment: datetime) -> int:
+    """Epoch milliseconds, exactly: int(timestamp() * 1000) loses one for some instants
+    (2004-02-01T00:00:00.011Z gives ...010)."""
+    return (moment - _EPOCH) // _ONE_MS
 
 
 def from_ms(epoch_ms: int) -> datetime:

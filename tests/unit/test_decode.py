@@ -481,3 +481,17 @@ def test_decode_never_raises_on_mutated_valid_events() -> None:
             assert isinstance(result, MeteringEvent)
             kinds["event"] += 1
     assert kinds["event"] > 0 and kinds["dead"] > 0
+
+
+@pytest.mark.parametrize("field", ["model", "team", "request_fingerprint", "trace_id"])
+def test_an_overlong_optional_text_field_is_dead_lettered_naming_the_field(field: str):
+    from datetime import UTC, datetime
+
+    from meterguard.models import DeadLetter
+    from streams.decode import decode
+
+    doc = {"event_id": "e1", "identity": "svc-a", "event_time": "2025-01-06T08:00:00Z"}
+    doc[field] = "x" * 257
+    result = decode(orjson.dumps(doc), datetime(2025, 1, 6, 8, 1, tzinfo=UTC))
+    assert isinstance(result, DeadLetter) and result.reason == "invalid_event"
+    assert field in result.error and "256" in result.error
