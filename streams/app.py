@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import faust
@@ -23,8 +23,9 @@ import redis.exceptions
 
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from streams import metrics
-from streams.decode import Origin, dead_letter, decode, decode_event_json
+from streams.decode import DecodeResult, Origin, dead_letter, decode_event_json, decode_message
 from streams.delivery import install_delivery
+from streams.formats import MappingConfig, RawHeaders
 from streams.pipeline import BatchOutcome, Pipeline
 from streams.settings import Settings
 from streams.web import register_routes
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> faust.App:
     store = WindowStore(redis_client, settings.store_config())
     pipeline = Pipeline(store, settings.policy)
     skew = timedelta(seconds=settings.max_future_skew_s)
+    mapping = settings.mapping  # read (and a bad file refused) once, before any message
 
     @app.agent(raw)
     async def decode_agent(stream: faust.StreamT) -> None:
@@ -74,13 +76,18 @@ def create_app(settings: Settings) -> faust.App:
             for event in batch:
                 msg = event.message
                 origin = Origin(msg.topic, msg.partition, msg.offset)
-                result = _safe_decode(event.value, now, origin, skew)
-                if isinstance(result, DeadLetter):
-                    dead += 1
-                    metrics.DEAD_LETTERS.labels(result.reason).inc()
-                    await _send(settings.topic_dlq, event.key, result.model_dump_json().encode())
-                else:
-                    await _send(settings.topic_events, result.identity.encode(), result.to_json())
+                # Headers as aiokafka hands them to Faust: a tuple of (name, bytes) pairs.
+                result = _safe_decode(event.value, msg.headers, now, origin, skew, mapping)
+                metrics.MESSAGES_BY_FORMAT.labels(result.format).inc()
+                if result.ignored:
+                    metrics.IGNORED_RECORDS.labels(result.format).inc(result.ignored)
+                for item in result.items:
+                    if isinstance(item, DeadLetter):
+                        dead += 1
+                        metrics.DEAD_LETTERS.labels(item.reason).inc()
+                        await _send(settings.topic_dlq, event.key, item.model_dump_json().encode())
+                    else:
+                        await _send(settings.topic_events, item.identity.encode(), item.to_json())
             if dead:
                 await _retrying(
                     lambda d=dead: redis_client.hincrby(  # type: ignore[misc]
@@ -92,7 +99,16 @@ def create_app(settings: Settings) -> faust.App:
     async def score_agent(stream: faust.StreamT) -> None:
         async for values in stream.take(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
-            batch = [decode_event_json(v) for v in values]
+            batch = []
+            for value in values:
+                event = _read_keyed_event(value)
+                if isinstance(event, DeadLetter):  # a producer other than decode_agent wrote it
+                    metrics.DEAD_LETTERS.labels(event.reason).inc()
+                    await _send(settings.topic_dlq, None, event.model_dump_json().encode())
+                else:
+                    batch.append(event)
+            if not batch:
+                continue
             outcome = await _retrying(lambda b=batch: pipeline.process(b))  # type: ignore[misc]
             await _retrying(lambda o=outcome: pipeline.apply_throttles(o, utc_now()))  # type: ignore[misc]
             await _publish(outcome)
@@ -128,14 +144,30 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def _safe_decode(
-    raw: bytes | None, now, origin: Origin, skew: timedelta
-) -> MeteringEvent | DeadLetter:
-    if raw is None:
-        return dead_letter(b"", "empty_message", "message has no value", now, origin)
+    raw: bytes | None,
+    headers: RawHeaders,
+    now: datetime,
+    origin: Origin,
+    skew: timedelta,
+    mapping: MappingConfig,
+) -> DecodeResult:
     try:
-        return decode(raw, now, origin, skew)
-    except Exception as exc:  # decode is total; this is the last line of defence
-        return dead_letter(raw, "internal_error", repr(exc), now, origin)
+        return decode_message(raw, headers, now, origin, skew, mapping)
+    except Exception as exc:  # decode_message is total; this is the last line of defence
+        letter = dead_letter(raw or b"", "internal_error", repr(exc), now, origin)
+        return DecodeResult([letter], 0, "unknown")
+
+
+def _read_keyed_event(value: bytes | None) -> MeteringEvent | DeadLetter:
+    """An event decode_agent validated; anything else on that topic is dead-lettered, never a
+    crash (a crashed agent would meet the same record again on every redelivery)."""
+    try:
+        return decode_event_json(value or b"")
+    except Exception as exc:
+        origin = Origin(None, None, None)
+        return dead_letter(
+            value or b"", "invalid_internal_event", repr(exc)[:500], utc_now(), origin
+        )
 
 
 async def _retrying(call: Callable[[], Awaitable[T]], attempts: int = 30) -> T:

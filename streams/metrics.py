@@ -116,3 +116,18 @@ SINK_OUTBOX_DEPTH = Gauge(
     ["sink", "destination"],
     registry=REGISTRY,
 )
+
+# Input formats (issue 5): what each raw message was, and the parts of messages that were
+# well-formed but not metering records (non-GenAI spans in an OTLP export, agent spans).
+MESSAGES_BY_FORMAT = Counter(
+    "meterguard_messages_by_format",
+    "Raw messages decoded, by detected input format",
+    ["format"],
+    registry=REGISTRY,
+)
+IGNORED_RECORDS = Counter(
+    "meterguard_ignored_records",
+    "Records inside messages that are not metering records (e.g. non-GenAI spans)",
+    ["format"],
+    registry=REGISTRY,
+)

@@ -7,6 +7,7 @@ from functools import cached_property
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.formats.mapping import MappingConfig
 from streams.policy import PolicyConfig
 from streams.window_store import StoreConfig
 
@@ -75,6 +76,10 @@ class Settings(BaseSettings):
     @cached_property
     def policy(self) -> PolicyConfig:
         return PolicyConfig.load(self.policy_file)
+
+    @cached_property
+    def mapping(self) -> MappingConfig:
+        return MappingConfig.load(self.mapping_file)
 
     def store_config(self, prefix: str | None = None) -> StoreConfig:
         return StoreConfig(

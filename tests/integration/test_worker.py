@@ -25,6 +25,7 @@ from tests.traffic import mixed
 
 API_TOKEN = uuid.uuid4().hex
 MALFORMED = b'{"event_id": "broken", "identity": "svc-quiet-0", "event_time": "yesterday"}'
+NOT_AN_EVENT = b'{"identity": "svc-quiet-0"}'
 
 
 @dataclass
@@ -53,6 +54,8 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
             for i, payload in enumerate(payloads):
                 if i == half and _round == 0:
                     await producer.send(settings.topic_raw, key=b"svc-quiet-0", value=MALFORMED)
+                    # Written past decode_agent: the score agent must not choke on it either.
+                    await producer.send(settings.topic_events, key=b"x", value=NOT_AN_EVENT)
                 await producer.send(
                     settings.topic_raw, key=docs[i]["identity"].encode(), value=payload
                 )
@@ -96,8 +99,10 @@ async def test_the_same_events_sent_twice_count_once(run: Run):
 async def test_malformed_message_lands_in_dlq_with_reason_and_others_still_flow(run: Run):
     found = await read_topics(run.settings, [run.settings.topic_dlq])
     letters = found[run.settings.topic_dlq]
-    assert len(letters) == 1
-    letter = letters[0]
+    assert sorted(x["reason"] for x in letters) == ["invalid_event", "invalid_internal_event"]
+    internal = next(x for x in letters if x["reason"] == "invalid_internal_event")
+    assert internal["raw"].encode() == NOT_AN_EVENT
+    letter = next(x for x in letters if x["reason"] == "invalid_event")
     assert letter["reason"] == "invalid_event"
     assert "event_time" in letter["error"]
     assert letter["raw"].encode() == MALFORMED
