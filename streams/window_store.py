@@ -137,6 +137,15 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
+class HeldIdentity:
+    """What the namespace holds for one identity (reconcile reads it whole)."""
+
+    minutes: dict[int, MinuteWindow]  # epoch minute -> window
+    late: dict[int, MinuteWindow]  # epoch hour -> late totals (row minute = hour * 60)
+    counters: dict[str, int]  # the meta hash: wm, fin, sc, lo, new, dup, late
+
+
+@dataclass(frozen=True)
 class StateCommit:
     identity: str
     expected_scored_through: int
@@ -326,6 +335,37 @@ class WindowStore:
         raw = await self.redis.hgetall(self.key(identity, "meta"))
         return {_text(k): int(float(v)) for k, v in raw.items()}
 
+    async def identities(self) -> list[str]:
+        """Every identity with counters in this namespace (a SCAN: for reconcile, not the hot
+        path). Other namespaces under this prefix (replays: `prefix:replay:…`) do not match."""
+        pattern = f"{_glob_escape(self.config.prefix)}:{{*}}:meta"
+        head, tail = len(self.config.prefix) + 2, len("}:meta")
+        found = {
+            _text(k)[head:-tail] async for k in self.redis.scan_iter(match=pattern, count=1000)
+        }
+        return sorted(found)
+
+    async def holdings(self, identities: Sequence[str]) -> dict[str, HeldIdentity | None]:
+        """Whole minute windows, late totals and counters of each identity (None: no keys)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for identity in identities:
+                for part in ("meta", "win", "late"):
+                    pipe.hgetall(self.key(identity, part))
+            replies = await pipe.execute()
+        out: dict[str, HeldIdentity | None] = {}
+        for n, identity in enumerate(identities):
+            meta, win, late = replies[3 * n : 3 * n + 3]
+            out[identity] = (
+                HeldIdentity(
+                    {int(m): _row(int(m), v) for m, v in win.items()},
+                    {int(h): _row(int(h) * 60, v) for h, v in late.items()},
+                    {_text(k): int(float(v)) for k, v in meta.items()},
+                )
+                if meta or win or late
+                else None
+            )
+        return out
+
     @property
     def _alerts_key(self) -> str:
         return f"{self.config.prefix}:alerts:recent"
@@ -397,6 +437,10 @@ class WindowStore:
             identity: [_row(first + i, r) for i, r in enumerate(raw)]
             for (identity, (first, _)), raw in zip(ranges.items(), replies, strict=True)
         }
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _pack_events(events: Sequence[MeteringEvent]) -> str:
