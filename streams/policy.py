@@ -12,16 +12,15 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from detectors.base import Verdict
 from detectors.features import IdentityContext, MinuteWindow
 from meterguard.models import Alert, Severity, ThrottleCommand, ThrottleLimits
 from meterguard.timeutil import MINUTE_MS, from_ms
+from meterguard.yaml_config import load_yaml_model
 from sinks.routing import RoutingConfig
 
 
@@ -107,18 +106,7 @@ class PolicyConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | None) -> PolicyConfig:
-        if not path:
-            return cls()
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ValueError(f"cannot read policy file {path}: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise ValueError(f"invalid policy file {path}: expected a mapping at the top level")
-        try:
-            return cls.model_validate(doc)
-        except ValidationError as exc:
-            raise ValueError(f"invalid policy file {path}:\n{exc}") from exc
+        return load_yaml_model(cls, path, "policy file")
 
 
 @dataclass

@@ -24,8 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from meterguard.yaml_config import load_yaml_model
 
 PathList = tuple[str, ...]
 
@@ -135,26 +136,7 @@ class MappingConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path | None) -> MappingConfig:
-        if not path:
-            return cls()
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ValueError(f"cannot read mapping file {path}: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise ValueError(f"invalid mapping file {path}: expected a mapping at the top level")
-        try:
-            return cls.model_validate(doc)
-        except ValidationError as exc:
-            raise ValueError(f"invalid mapping file {path}:\n{_describe(exc)}") from exc
+        return load_yaml_model(cls, path, "mapping file")
 
 
 DEFAULT_MAPPING = MappingConfig()
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"])
-        lines.append(f"  {where}: {err['msg']}")
-    return "\n".join(lines)
