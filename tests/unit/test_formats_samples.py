@@ -1,29 +1,18 @@
-"""Captured samples of every input format decode to exactly their native equivalents.
-
-Each `tests/data/formats/NAME.json` is one Kafka message value as a gateway or collector
-emits it (`NAME.headers.json`: its Kafka headers, when it has any); `NAME.native.jsonl` is
-the same traffic written by hand as native events, one per line, in input order.
-"""
+"""Captured samples of every input format decode to exactly their native equivalents
+(the samples: tests/format_samples.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
-import orjson
 import pytest
 
 from meterguard.models import MeteringEvent
 from streams.decode import Origin, decode, decode_message
+from tests.format_samples import SAMPLES, native_lines, sample
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "formats"
 INGEST = datetime(2025, 6, 3, 14, 30, tzinfo=UTC)
 ORIGIN = Origin("metering.raw", 1, 99)
-SAMPLES = sorted(
-    p.name.removesuffix(".json")
-    for p in DATA.glob("*.json")
-    if not p.name.endswith(".headers.json")
-)
 EXPECTED = {
     "otlp_openai_agent": ("otlp", 3),  # format, ignored records
     "cloudevents_structured": ("cloudevents", 0),
@@ -35,18 +24,9 @@ EXPECTED = {
 }
 
 
-def sample(name: str) -> tuple[bytes, list[tuple[str, bytes]] | None]:
-    value = (DATA / f"{name}.json").read_bytes()
-    headers_file = DATA / f"{name}.headers.json"
-    if not headers_file.exists():
-        return value, None
-    headers = orjson.loads(headers_file.read_bytes())
-    return value, [(k, v.encode()) for k, v in headers.items()]
-
-
 def native_equivalent(name: str) -> list[MeteringEvent]:
     events = []
-    for line in (DATA / f"{name}.native.jsonl").read_bytes().splitlines():
+    for line in native_lines(name):
         event = decode(line, INGEST, ORIGIN)
         assert isinstance(event, MeteringEvent), event
         events.append(event)
