@@ -9,5 +9,6 @@ demo:
 	./scripts/demo
 bench:
 	.venv/bin/python benchmarks/throughput.py
+	.venv/bin/python benchmarks/decode_formats.py
 bench-delivery:  ## alert -> webhook and command -> SSE latency on a real worker
 	.venv/bin/python benchmarks/delivery_latency.py
