@@ -269,6 +269,7 @@ def replay(
     unit = "records" if topic else "lines"
     err.print(
         f"{summary.events:,} events ({summary.dead_letters:,} dead letters, "
+        f"{summary.ignored:,} non-metering records ignored, "
         f"{summary.stats.get('events_duplicate', 0):,} duplicates, "
         f"{summary.stats.get('events_late', 0):,} late) -> {summary.alerts:,} alerts, "
         f"{summary.commands:,} throttle commands in {elapsed:.1f}s "

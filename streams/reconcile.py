@@ -282,6 +282,7 @@ def reconcile(
     now_ms: int,
     stats: Mapping[str, int] | None = None,
     metrics: Mapping[str, float] | None = None,
+    ignored: Mapping[str, int] | None = None,
 ) -> Report:
     """`stored` maps every identity of the input, and every identity the namespace holds,
     to what it holds (None: no keys)."""
@@ -325,6 +326,10 @@ def reconcile(
             _as_metrics(totals, dead_letters), metrics, "metrics", _metric_at_least(dead_letters)
         )
     explained = _explain(identities, totals, dead_letters, stats)
+    explained["ignored"] = {
+        "count": sum((ignored or {}).values()),
+        "by_format": dict(sorted((ignored or {}).items())),
+    }
     return Report(
         period, messages, sum(x.new + x.late + x.duplicates for x in ledgers.values()),
         dict(sorted(dead_letters.items())), identities, mismatches, explained,

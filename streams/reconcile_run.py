@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -41,6 +41,7 @@ class Recomputed:
     ledgers: dict[str, Ledger]
     dead_letters: Counter[str]
     messages: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)  # by format
 
 
 def rules_of(settings: Settings) -> Rules:
@@ -63,7 +64,10 @@ class _Input:
         now = utc_now()
         for message in messages:
             self.out.messages += 1
-            for item in decode_raw(message, message.ingest_time(now), self.ctx):
+            decoded = decode_raw(message, message.ingest_time(now), self.ctx)
+            if decoded.ignored:
+                self.out.ignored[decoded.format] += decoded.ignored
+            for item in decoded.items:
                 if isinstance(item, DeadLetter):
                     self.out.dead_letters[item.reason] += 1
                     continue
@@ -139,6 +143,7 @@ async def read_and_compare(
         now_ms=int(time.time() * 1000),
         stats=stats,
         metrics=metrics,
+        ignored=recomputed.ignored,
     )
 
 
@@ -218,6 +223,13 @@ def summary_lines(report: Report) -> list[str]:
         "dead letters: "
         + (", ".join(f"{n:,} {reason}" for reason, n in dead["by_reason"].items()) or "none"),
     ]
+    ignored = x.get("ignored")
+    if isinstance(ignored, dict) and ignored["count"]:
+        by_format = ", ".join(f"{n:,} {fmt}" for fmt, n in ignored["by_format"].items())
+        lines.append(
+            f"ignored: {ignored['count']:,} well-formed records that are not metering "
+            f"(e.g. non-GenAI spans, agent spans repeating their children's usage): {by_format}"
+        )
     minutes = kept["minutes_by_identity"]
     if minutes or kept["identities_expired"]:
         lines.append(

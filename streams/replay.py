@@ -30,7 +30,7 @@ from rich.progress import (
 
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from meterguard.timeutil import from_ms
-from streams.decode import Origin, dead_letter, decode_message
+from streams.decode import DecodeResult, Origin, dead_letter, decode_message
 from streams.formats.mapping import DEFAULT_MAPPING, MappingConfig
 from streams.pipeline import BatchOutcome, Pipeline
 from streams.settings import Settings
@@ -63,11 +63,9 @@ class DecodeContext:
         return cls(timedelta(seconds=settings.max_future_skew_s), settings.mapping)
 
 
-def decode_raw(
-    message: RawMessage, ingest_time: datetime, ctx: DecodeContext
-) -> list[MeteringEvent | DeadLetter]:
+def decode_raw(message: RawMessage, ingest_time: datetime, ctx: DecodeContext) -> DecodeResult:
     """The one decode call of replay and reconcile, for file lines and topic records alike
-    (a list: one message of a batching format carries many events). Total, like the worker's."""
+    (one message of a batching format carries many events). Total, like the worker's."""
     try:
         return decode_message(
             message.value,
@@ -76,10 +74,11 @@ def decode_raw(
             message.origin,
             ctx.max_future_skew,
             ctx.mapping,
-        ).items
+        )
     except Exception as exc:  # decode_message is total; this is the last line of defence
         raw = message.value or b""
-        return [dead_letter(raw, "internal_error", repr(exc), ingest_time, message.origin)]
+        letter = dead_letter(raw, "internal_error", repr(exc), ingest_time, message.origin)
+        return DecodeResult([letter], 0, "unknown")
 
 
 @dataclass
@@ -87,6 +86,7 @@ class ReplaySummary:
     lines: int = 0  # input messages (file lines or topic records)
     events: int = 0
     dead_letters: int = 0
+    ignored: int = 0  # well-formed records that are not metering (e.g. non-GenAI spans)
     alerts: int = 0
     commands: int = 0
     stats: dict[str, int] = field(default_factory=dict)
@@ -177,7 +177,9 @@ class _Replay:
         now = utc_now()
         events: list[MeteringEvent] = []
         for message in messages:
-            for item in decode_raw(message, message.ingest_time(now), self.ctx):
+            decoded = decode_raw(message, message.ingest_time(now), self.ctx)
+            self.summary.ignored += decoded.ignored
+            for item in decoded.items:
                 if isinstance(item, DeadLetter):
                     self.summary.dead_letters += 1
                     if self.dlq_out:

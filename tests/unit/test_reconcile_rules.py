@@ -167,3 +167,17 @@ def test_stats_and_metrics_mismatches_are_reported():
     assert [(m.where, m.field, m.expected, m.found) for m in report.mismatches] == [
         ("metrics", 'meterguard_events_total{status="new"}', 1, 2.0)
     ]
+
+
+def test_ignored_non_metering_records_are_reported_by_format_not_mismatched():
+    from streams.reconcile_run import summary_lines
+
+    ledger, _ = ledger_of(("a", T0 + 1_000))
+    report = reconcile(
+        {"svc": ledger}, {"svc": stored_from(ledger)}, {}, Period(), 2, T0, ignored={"otlp": 3}
+    )
+    assert report.ok
+    assert report.explained["ignored"] == {"count": 3, "by_format": {"otlp": 3}}
+    assert any(
+        line.startswith("ignored: 3 ") and "3 otlp" in line for line in summary_lines(report)
+    )
