@@ -150,6 +150,13 @@ def simulate(
     err.print(f"\n{count:,} events written")
 
 
+KcatOpt = Annotated[
+    bool,
+    typer.Option(
+        "--kcat",
+        help="the file is a topic dump, one `kcat -C -J` record per line (headers, timestamps)",
+    ),
+]
 TopicOpt = Annotated[
     str | None, typer.Option(help="read this Kafka topic (MG_KAFKA_BROKER) instead of a file")
 ]
@@ -215,6 +222,7 @@ def replay(
     idle_timeout: IdleOpt = 2.0,
     batch_size: int = 5000,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    kcat: KcatOpt = False,
 ) -> None:
     """The worker's windows, detectors and policy on a file or a topic range, in order, in a
     fresh namespace. A topic is read in (record timestamp, partition, offset) order and stops
@@ -253,7 +261,9 @@ def replay(
                 )
             )
         assert events is not None
-        return asyncio.run(replay_file(events, outputs, settings, redis_url, batch_size, progress))
+        return asyncio.run(
+            replay_file(events, outputs, settings, redis_url, batch_size, progress, kcat=kcat)
+        )
 
     started = time.monotonic()
     try:
@@ -307,6 +317,7 @@ def reconcile(
     ] = None,
     json_out: Annotated[Path | None, typer.Option(help="write the report (JSON) here")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    kcat: KcatOpt = False,
 ) -> None:
     """Recompute per-identity totals from the raw events with the pipeline's rules and compare
     them with the live namespace (MG_REDIS_URL, MG_KEY_PREFIX): minute windows, late totals,
@@ -347,7 +358,7 @@ def reconcile(
             )
         else:
             assert events is not None
-            recomputed = await recompute_file(events, settings, progress)
+            recomputed = await recompute_file(events, settings, progress, kcat)
         assert settings.redis_url is not None
         return await read_and_compare(recomputed, settings, settings.redis_url, period, metrics_url)
 

@@ -83,10 +83,12 @@ class _Input:
                     ledger.last_seen_ms = max(ledger.last_seen_ms or 0, message.broker_ms)
 
 
-async def recompute_file(path: Path, settings: Settings, show_progress: bool) -> Recomputed:
+async def recompute_file(
+    path: Path, settings: Settings, show_progress: bool, kcat: bool = False
+) -> Recomputed:
     feed = _Input(settings)
     with _progress(path.name, path.stat().st_size, show_progress, in_bytes=True) as advance:
-        for batch, consumed in file_batches(path, 5000):
+        for batch, consumed in file_batches(path, 5000, kcat):
             feed.add(batch)
             advance(consumed, None)
     return feed.out

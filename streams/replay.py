@@ -32,6 +32,7 @@ from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from meterguard.timeutil import from_ms
 from streams.decode import DecodeResult, Origin, dead_letter, decode_message
 from streams.formats.mapping import DEFAULT_MAPPING, MappingConfig
+from streams.kcat_envelope import EnvelopeError, read_kcat_line
 from streams.pipeline import BatchOutcome, Pipeline
 from streams.settings import Settings
 from streams.topic_source import TopicSelection, TopicSource
@@ -45,7 +46,8 @@ class RawMessage:
     value: bytes | None
     origin: Origin
     headers: tuple[tuple[str, bytes], ...] = ()
-    broker_ms: int | None = None  # the record's timestamp (topics only)
+    broker_ms: int | None = None  # the record's timestamp (topics and kcat dumps only)
+    unreadable: str | None = None  # why a dump line is no message at all (dead-lettered)
 
     def ingest_time(self, now: datetime) -> datetime:
         # A topic record was ingested when the broker got it, as far as we can know: the
@@ -66,6 +68,15 @@ class DecodeContext:
 def decode_raw(message: RawMessage, ingest_time: datetime, ctx: DecodeContext) -> DecodeResult:
     """The one decode call of replay and reconcile, for file lines and topic records alike
     (one message of a batching format carries many events). Total, like the worker's."""
+    if message.unreadable is not None:
+        letter = dead_letter(
+            message.value or b"",
+            "invalid_envelope",
+            message.unreadable,
+            ingest_time,
+            message.origin,
+        )
+        return DecodeResult([letter], 0, "unknown")
     try:
         return decode_message(
             message.value,
@@ -108,10 +119,11 @@ async def replay_file(
     batch_size: int = 5000,
     show_progress: bool = True,
     keep_state: bool = False,
+    kcat: bool = False,
 ) -> ReplaySummary:
     progress = _progress(source.name, source.stat().st_size, show_progress, in_bytes=True)
     async with _Replay(outputs, settings, redis_url, keep_state) as run, progress as advance:
-        for batch, consumed in file_batches(source, batch_size):
+        for batch, consumed in file_batches(source, batch_size, kcat):
             await run.batch(batch)
             advance(consumed, None)
     return run.summary
@@ -223,8 +235,11 @@ def _write(
             )
 
 
-def file_batches(source: Path, size: int) -> Iterator[tuple[list[RawMessage], int]]:
-    """Batches of a JSONL file's non-blank lines, and how many bytes were read so far."""
+def file_batches(
+    source: Path, size: int, kcat: bool = False
+) -> Iterator[tuple[list[RawMessage], int]]:
+    """Batches of a JSONL file's non-blank lines, and how many bytes were read so far.
+    kcat: each line is a `kcat -C -J` record (streams/kcat_envelope.py)."""
     batch: list[RawMessage] = []
     consumed = 0
     name = str(source)
@@ -234,12 +249,22 @@ def file_batches(source: Path, size: int) -> Iterator[tuple[list[RawMessage], in
             stripped = line.rstrip(b"\r\n")
             if not stripped.strip():
                 continue  # blank lines are layout, not input
-            batch.append(RawMessage(stripped, Origin(name, None, line_no)))
+            origin = Origin(name, None, line_no)
+            batch.append(_kcat_message(stripped, origin) if kcat else RawMessage(stripped, origin))
             if len(batch) >= size:
                 yield batch, consumed
                 batch = []
     if batch:
         yield batch, consumed
+
+
+def _kcat_message(line: bytes, where: Origin) -> RawMessage:
+    try:
+        record = read_kcat_line(line)
+    except EnvelopeError as exc:
+        return RawMessage(line, where, unreadable=f"line {where.offset}: {exc}")
+    origin = record.origin if record.origin.topic else where
+    return RawMessage(record.value, origin, record.headers, record.timestamp_ms)
 
 
 async def topic_batches(source: TopicSource, size: int) -> AsyncIterator[list[RawMessage]]:

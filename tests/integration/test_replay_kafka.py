@@ -158,3 +158,75 @@ def test_replay_refuses_a_topic_that_does_not_exist(tmp_path: Path, env: dict[st
     args += ["--alerts-out", str(tmp_path / "a"), "--throttles-out", str(tmp_path / "t")]
     done = subprocess.run(args, env=env, capture_output=True, timeout=60)
     assert done.returncode == 2 and b"does not exist" in done.stderr
+
+
+def kcat_line(record) -> bytes:
+    """A consumer record as `kcat -C -J` prints it."""
+    headers: list[str] = []
+    for name, value in record.headers:
+        headers += [name, value.decode()]
+    return orjson.dumps(
+        {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "tstype": "create",
+            "ts": record.timestamp,
+            "broker": 111,
+            "headers": headers,
+            "key": record.key.decode() if record.key else None,
+            "payload": record.value.decode(),
+        }
+    )
+
+
+async def test_a_kcat_dump_replays_like_its_topic_headers_and_all(
+    tmp_path: Path, broker: EmbeddedBroker, env: dict[str, str]
+):
+    from aiokafka import AIOKafkaConsumer
+
+    from tests.format_traffic import MAPPING_YAML, as_formats
+
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(MAPPING_YAML)
+    env = {**env, "MG_MAPPING_FILE": str(mapping)}
+    traffic = as_formats(mixed(quiet=3))  # binary CloudEvents and OpenAI need their headers
+    assert any(headers for _value, headers, _key in traffic.messages)
+    topic = f"kcat-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(broker.bootstrap, [TopicSpec(topic, 1)])
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for i, (value, headers, key) in enumerate(traffic.messages):
+            await producer.send(
+                topic, value=value, key=key, headers=headers, timestamp_ms=stamp_ms(i)
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    dump: list[bytes] = []
+    try:
+        while batches := await consumer.getmany(timeout_ms=1500):
+            for records in batches.values():
+                dump += [kcat_line(r) for r in records]
+    finally:
+        await consumer.stop()
+    assert len(dump) == len(traffic.messages)
+    dump.insert(7, b'{"topic": "x", "no": "payload"}')  # a line that is no kcat record
+    (tmp_path / "dump.jsonl").write_bytes(b"\n".join(dump) + b"\n")
+
+    replay(tmp_path / "file", env, str(tmp_path / "dump.jsonl"), "--kcat")
+    replay(tmp_path / "topic", env, "--topic", topic, "--idle-timeout", "1")
+
+    for name in ("alerts.jsonl", "throttles.jsonl", "scores.jsonl"):
+        assert (tmp_path / "file" / name).read_bytes() == (tmp_path / "topic" / name).read_bytes()
+    alerts = lines_of(tmp_path / "file" / "alerts.jsonl")
+    assert [a["identity"] for a in alerts if a["status"] == "firing"] == ["agent-runaway"]
+    assert len(lines_of(tmp_path / "file" / "scores.jsonl")) == len(traffic.native)
+    (letter,) = lines_of(tmp_path / "file" / "dlq.jsonl")
+    assert letter["reason"] == "invalid_envelope" and "payload" in letter["error"]
+    assert letter["offset"] == 8  # the dump's line number: nothing points back to a topic
