@@ -131,6 +131,7 @@ class Stored:
     minutes: dict[int, Totals]
     late_hours: dict[int, Totals]
     counters: dict[str, int]  # the meta hash: new, dup, late, wm, fin, ...
+    unreadable: tuple[str, ...] = ()  # fields Redis holds that are not what the script writes
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def compare_identity(
 ) -> tuple[IdentityReport, list[Mismatch]]:
     """Windows (retained minutes in the period), late totals (hours in the period), and the
     identity's counters (all of its input: counters are not kept per period)."""
-    out: list[Mismatch] = []
+    out = [Mismatch(identity, "unreadable", what, 0, 0, "damaged") for what in stored.unreadable]
     expected = found = Totals()
     keep_from = ledger.keep_from if ledger.keep_from is not None else -(2**62)
     not_retained = 0

@@ -127,7 +127,9 @@ async def read_and_compare(
     finally:
         await client.aclose()
     stored = {
-        identity: None if h is None else Stored(totals_of(h.minutes), totals_of(h.late), h.counters)
+        identity: None
+        if h is None
+        else Stored(totals_of(h.minutes), totals_of(h.late), h.counters, tuple(h.unreadable))
         for identity, h in held.items()
     }
     metrics = None

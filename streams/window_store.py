@@ -20,8 +20,8 @@ on Redis Cluster and one script can touch them atomically):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.resources import files
 from typing import cast
@@ -143,6 +143,7 @@ class HeldIdentity:
     minutes: dict[int, MinuteWindow]  # epoch minute -> window
     late: dict[int, MinuteWindow]  # epoch hour -> late totals (row minute = hour * 60)
     counters: dict[str, int]  # the meta hash: wm, fin, sc, lo, new, dup, late
+    unreadable: list[str] = field(default_factory=list)  # "win 29495123: b'garbage'"
 
 
 @dataclass(frozen=True)
@@ -355,15 +356,21 @@ class WindowStore:
         out: dict[str, HeldIdentity | None] = {}
         for n, identity in enumerate(identities):
             meta, win, late = replies[3 * n : 3 * n + 3]
-            out[identity] = (
-                HeldIdentity(
-                    {int(m): _row(int(m), v) for m, v in win.items()},
-                    {int(h): _row(int(h) * 60, v) for h, v in late.items()},
-                    {_text(k): int(float(v)) for k, v in meta.items()},
-                )
-                if meta or win or late
-                else None
-            )
+            if not (meta or win or late):
+                out[identity] = None
+                continue
+            held = HeldIdentity({}, {}, {})
+            # An audit must report a damaged row, not stop at it.
+            for m, v in win.items():
+                _read_into(held, held.minutes, "win", m, v, lambda k: int(k))
+            for h, v in late.items():
+                _read_into(held, held.late, "late", h, v, lambda k: int(k) * 60)
+            for k, v in meta.items():
+                try:
+                    held.counters[_text(k)] = int(float(v))
+                except ValueError:
+                    held.unreadable.append(f"meta {_text(k)}: {v!r}")
+            out[identity] = held
         return out
 
     @property
@@ -460,6 +467,21 @@ def _row(minute: int, packed: bytes | str | None) -> MinuteWindow:
         return MinuteWindow(minute=minute)
     c, i, o, k, cost, e = (int(v) for v in _text(packed).split(","))
     return MinuteWindow(minute, c, i, o, k, cost, e)
+
+
+def _read_into(
+    held: HeldIdentity,
+    into: dict[int, MinuteWindow],
+    part: str,
+    key: bytes | str,
+    value: bytes | str,
+    minute_of: Callable[[bytes | str], int],
+) -> None:
+    try:
+        index = int(key)
+        into[index] = _row(minute_of(key), value)
+    except ValueError:
+        held.unreadable.append(f"{part} {_text(key)}: {value!r}")
 
 
 def _parse_ingest(reply: list) -> IngestResult:

@@ -183,6 +183,23 @@ async def test_a_corrupted_minute_is_named_and_fails_the_reconcile(run: Run, tmp
     assert "svc-b" in stdout and "2026-01-05T09:10Z" in stdout and "1 unexplained" in stdout
 
 
+async def test_a_damaged_row_is_reported_unreadable_not_a_crash(run: Run, tmp_path: Path):
+    store = run.worker.store
+    key, minute = store.key("svc-b", "win"), str(int(T0.timestamp()) // 60 + 11)
+    original = await store.redis.hget(key, minute)
+    await store.redis.hset(key, minute, "not,a,row")
+    try:
+        done = run_reconcile(run, tmp_path / "report.json")
+    finally:
+        await store.redis.hset(key, minute, original)
+    assert done.returncode == 1, done.stderr.decode()[-2000:]
+    report = orjson.loads((tmp_path / "report.json").read_bytes())
+    unreadable = [m for m in report["mismatches"] if m["where"] == "unreadable"]
+    assert [(m["identity"], m["field"]) for m in unreadable] == [
+        ("svc-b", f"win {minute}: b'not,a,row'")
+    ]
+
+
 async def test_recomputed_rules_match_the_ingest_script_on_shuffled_traffic(
     redis_server: EmbeddedRedis,
 ):
