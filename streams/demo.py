@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
@@ -80,6 +81,7 @@ class Screen:
     top: list[tuple[str, float]] = field(default_factory=list)
     rate: float = 0.0
     sim_time: datetime | None = None
+    deliveries: dict[str, float] = field(default_factory=dict)  # outcome -> count (all sinks)
 
 
 def run_demo(
@@ -111,7 +113,8 @@ def run_demo(
         console.print(f"dashboard: [bold]http://127.0.0.1:{web_port}/[/bold]")
         console.print(describe_destinations(settings))
         try:
-            asyncio.run(_run(live, console, duration, identities, speed, seed, worker))
+            web = f"http://127.0.0.1:{web_port}"
+            asyncio.run(_run(live, console, duration, identities, speed, seed, worker, web))
         except KeyboardInterrupt:
             console.print("stopping…")
     console.print(f"stopped; logs kept in {workdir}")
@@ -183,6 +186,7 @@ async def _run(
     speed: float | None,
     seed: int,
     worker: subprocess.Popen,
+    web: str,
 ) -> None:
     screen = Screen()
     stop = asyncio.Event()
@@ -216,6 +220,7 @@ async def _run(
         ),
         asyncio.create_task(_follow_outputs(settings, screen, stop)),
         asyncio.create_task(_poll_stats(settings, screen, stop)),
+        asyncio.create_task(_poll_deliveries(web, screen, stop)),
     ]
     deadline = None if duration is None else time.monotonic() + duration
     try:
@@ -233,9 +238,12 @@ async def _run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    sent = ", ".join(f"{n:,.0f} {k}" for k, n in sorted(screen.deliveries.items()))
     console.print(
         f"{screen.alert_count} alerts, {len(screen.throttles)} identities throttled, "
         f"{screen.stats.get('events_new', 0):,} events counted"
+        + (f"; alert deliveries: {sent}" if sent else ""),
+        soft_wrap=True,  # one line, whatever the terminal's width: scripts read it
     )
 
 
@@ -282,6 +290,28 @@ async def _poll_stats(settings: Settings, screen: Screen, stop: asyncio.Event) -
         await client.aclose()
 
 
+async def _poll_deliveries(web: str, screen: Screen, stop: asyncio.Event) -> None:
+    """Alert deliveries by outcome, from the worker's /metrics (absent until it serves)."""
+    async with httpx.AsyncClient(timeout=2) as client:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                text = (await client.get(f"{web}/metrics")).text
+                screen.deliveries = delivery_counts(text)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+def delivery_counts(metrics_text: str) -> dict[str, float]:
+    """`meterguard_sink_deliveries_total{sink=…,outcome=…} n` lines summed by outcome."""
+    counts: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("meterguard_sink_deliveries_total{"):
+            labels, _, value = line.rpartition(" ")
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = counts.get(outcome, 0) + float(value)
+    return counts
+
+
 def _render(screen: Screen, clock: PacedClock) -> Group:
     sim = datetime.fromtimestamp(clock.simulated_s(), UTC).strftime("%H:%M")
     stats = screen.stats
@@ -291,6 +321,10 @@ def _render(screen: Screen, clock: PacedClock) -> Group:
         f"{stats.get('events_duplicate', 0):,}  ·  late {stats.get('events_late', 0):,}  ·  "
         f"dead-lettered {stats.get('events_dead_lettered', 0):,}  ·  alerts {screen.alert_count}"
     )
+    if screen.deliveries:
+        head += "  ·  sent " + ", ".join(
+            f"{n:,.0f} {outcome}" for outcome, n in sorted(screen.deliveries.items())
+        )
     top = Table(title="top identities by tokens", expand=True)
     top.add_column("identity")
     top.add_column("tokens", justify="right")

@@ -82,6 +82,8 @@ def test_demo_shows_alerts_and_throttles_within_its_first_minute_and_leaves_noth
     delivered = {doc["data"]["identity"] for doc in verified}
     assert {identity for _kind, identity in injected} <= delivered
     assert slack and all("blocks" in orjson.loads(body) for _h, body in slack)
+    deliveries = re.search(r"alert deliveries: ([\d,]+) delivered", out)
+    assert deliveries and int(deliveries[1].replace(",", "")) >= len(siem)
 
 
 def running_in(folder: Path) -> list[str]:

@@ -45,3 +45,18 @@ def test_demo_names_its_destinations_without_their_secrets():
     assert "https://siem.example:8443" in text and "http://10.0.0.5" in text
     assert "hooks.slack.com" in text and "unsigned" in text
     assert "token=abc" not in text and "SECRETPART" not in text
+
+
+def test_demo_sums_deliveries_by_outcome_over_sinks():
+    from streams.demo import delivery_counts
+
+    text = "\n".join(
+        [
+            "# HELP meterguard_sink_deliveries_total Alert delivery attempts",
+            'meterguard_sink_deliveries_total{outcome="delivered",sink="webhook"} 3.0',
+            'meterguard_sink_deliveries_total{outcome="delivered",sink="slack"} 2.0',
+            'meterguard_sink_deliveries_total{outcome="retry",sink="webhook"} 1.0',
+            'meterguard_sink_deliveries_created{outcome="retry",sink="webhook"} 1.7e9',
+        ]
+    )
+    assert delivery_counts(text) == {"delivered": 5.0, "retry": 1.0}
