@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -127,6 +128,9 @@ async def test_worker_http_reports_health_readiness_throttles_and_alerts(run: Ru
     assert status == 200 and one == active[0]
     status, missing = await get(f"{run.web}/api/throttles/svc-quiet-0")
     assert status == 404 and "svc-quiet-0" in missing["error"]
+    odd = "team/ä bot 100%"  # identities may hold "/", spaces, "%": percent-encoded in URLs
+    status, missing = await get(f"{run.web}/api/throttles/{quote(odd, safe='')}")
+    assert status == 404 and repr(odd) in missing["error"]
     status, alerts = await get(f"{run.web}/api/alerts?limit=5")
     assert status == 200 and alerts and alerts[0]["identity"] == "agent-runaway"
     status, _ = await get(f"{run.web}/api/alerts?limit=zero")
