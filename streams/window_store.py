@@ -39,6 +39,9 @@ redis.call('HSET', KEYS[1], 'sc', ARGV[2])
 return 1
 """
 
+# Keys per SCAN step when looking for throttle keys among all identities' keys: the default
+# (10) took 10 s over 500k keys, 10,000 takes 0.24 s (benchmarks/throttle_scan.py).
+SCAN_COUNT = 10_000
 RECENT_ALERTS = 1000  # newest alerts kept for GET /api/alerts
 TRACE_TTL_S = 3600  # a trace's call tree is kept this long after its last span
 MAX_TRACE_HOPS = 64
@@ -342,7 +345,8 @@ class WindowStore:
         pattern = f"{_glob_escape(self.config.prefix)}:{{*}}:meta"
         head, tail = len(self.config.prefix) + 2, len("}:meta")
         found = {
-            _text(k)[head:-tail] async for k in self.redis.scan_iter(match=pattern, count=1000)
+            _text(k)[head:-tail]
+            async for k in self.redis.scan_iter(match=pattern, count=SCAN_COUNT)
         }
         return sorted(found)
 
@@ -396,7 +400,12 @@ class WindowStore:
         return [orjson.loads(item) for item in raw]
 
     async def active_throttles(self) -> list[ThrottleCommand]:
-        keys = [k async for k in self.redis.scan_iter(match=f"{self.config.prefix}:throttle:*")]
+        keys = [
+            k
+            async for k in self.redis.scan_iter(
+                match=f"{_glob_escape(self.config.prefix)}:throttle:*", count=SCAN_COUNT
+            )
+        ]
         values = await self.redis.mget(keys) if keys else []
         commands = [ThrottleCommand.model_validate_json(v) for v in values if v]
         return sorted(commands, key=lambda c: (c.identity, c.version))
