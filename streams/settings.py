@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     slack_webhook_url: str | None = None
+    # Slack Web API (a bot token + a channel): one message per episode, later alerts of the
+    # episode as thread replies and the parent updated; takes precedence over the webhook.
+    slack_bot_token: str | None = None
+    slack_channel: str | None = None
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack Web API base URL (tests: local)"
+    )
     dashboard_url: str | None = Field(
         default=None, description="public URL of the dashboard, for links in Slack messages"
     )
