@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -76,17 +76,23 @@ class Destination:
 
     kind: SinkKind
     url: str
-    secret: str | None
+    secret: str | None = field(repr=False)  # webhook: signing secret; Slack API: bot token
     filter: AlertFilter
+    channel: str | None = None  # Slack Web API only; `url` is then the API base URL
 
     @property
     def key(self) -> str:
         """Stable, secret-free id for Redis keys and metric labels (URLs may hold tokens)."""
-        digest = hashlib.sha256(f"{self.kind}\x1f{self.url}".encode()).hexdigest()[:12]
+        ident = f"{self.kind}\x1f{self.url}"
+        if self.channel is not None:  # only then: existing destinations keep their keys
+            ident += f"\x1f{self.channel}"
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
         return f"{self.kind}-{digest}"
 
     @property
     def public_name(self) -> str:
+        if self.channel is not None:
+            return f"{public_url(self.url)}#{self.channel}"
         return public_url(self.url, hide_path=self.kind == "slack")
 
 
@@ -106,8 +112,12 @@ def destinations(
     webhook_secret: str | None,
     slack_url: str | None,
     environ: Mapping[str, str],
+    slack_api: SlackApi | None = None,
 ) -> list[Destination]:
-    """Every configured destination; the policy file's entry wins for a URL given twice."""
+    """Every configured destination; the policy file's entry wins for a URL given twice.
+
+    Slack is one destination: the Web API when `slack_api` is given, else the webhook.
+    """
     found: dict[str, Destination] = {}
     for route in routing.webhooks:
         secret = None
@@ -124,11 +134,30 @@ def destinations(
             found.setdefault(
                 _check_url(url), Destination("webhook", url, webhook_secret or None, AlertFilter())
             )
-    if slack_url:
+    if slack_api is not None:
+        url = _check_url(slack_api.base_url)
+        found[f"slack-api\x1f{url}"] = Destination(
+            "slack", url, slack_api.token, routing.slack, slack_api.channel
+        )
+    elif slack_url:
         found.setdefault(
             _check_url(slack_url), Destination("slack", slack_url, None, routing.slack)
         )
     return list(found.values())
+
+
+@dataclass(frozen=True)
+class SlackApi:
+    base_url: str
+    token: str = field(repr=False)
+    channel: str
+
+    @classmethod
+    def of(cls, base_url: str, token: str | None, channel: str | None) -> SlackApi | None:
+        """Both set: the Web API; neither: none; one alone is a configuration mistake."""
+        if bool(token) != bool(channel):
+            raise ValueError("MG_SLACK_BOT_TOKEN and MG_SLACK_CHANNEL go together: set both")
+        return cls(base_url, token, channel) if token and channel else None
 
 
 def _check_url(url: str) -> str:

@@ -24,14 +24,16 @@ import faust
 import httpx
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from meterguard.models import Alert, DeadLetteredAlert, utc_now
 from sinks.base import Delivered, Failed, GiveUp, Outcome, Retry, RetryPolicy, Sink
-from sinks.routing import Destination, destinations
+from sinks.routing import Destination, SlackApi, destinations
 from sinks.slack import SlackSink
+from sinks.slack_api import SlackApiSink
 from sinks.webhook import WebhookSink
 from streams import metrics
-from streams.outbox import Claimed, Outbox
+from streams.outbox import Claimed, Outbox, SlackThreads
 from streams.policy import PolicyConfig
 from streams.settings import Settings
 
@@ -173,12 +175,31 @@ def _count(kind: str, outcomes: Sequence[Outcome], delivered: Sequence[Claimed])
 
 
 def build_routes(
-    found: Sequence[Destination], settings: Settings, client: httpx.AsyncClient
+    found: Sequence[Destination],
+    settings: Settings,
+    client: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
 ) -> list[Route]:
     routes = []
     for dest in found:
         sink: Sink
-        if dest.kind == "slack":
+        if dest.kind == "slack" and dest.channel is not None:
+            web = AsyncWebClient(
+                token=dest.secret,
+                base_url=dest.url,
+                timeout=max(1, round(settings.sink_timeout_s)),
+                retry_handlers=[],  # sinks never sleep: retries are the outbox's
+            )
+            threads = SlackThreads(redis_client, settings.key_prefix, dest.key)
+            sink = SlackApiSink(
+                web,
+                dest.channel,
+                threads,
+                settings.dashboard_url,
+                settings.slack_digest_threshold,
+            )
+            routes.append(Route(dest, sink, settings.slack_group_seconds, SLACK_BATCH))
+        elif dest.kind == "slack":
             sink = SlackSink(
                 dest.url,
                 client,
@@ -208,20 +229,30 @@ def install_delivery(
     """Deliver alerts to the configured destinations; nothing at all when there are none."""
     if getattr(app, "meterguard_delivery", None) is not None:
         return  # installed already: a second agent would deliver everything twice
+    slack_api = SlackApi.of(
+        settings.slack_api_url, settings.slack_bot_token, settings.slack_channel
+    )
     found = destinations(
         policy.routing,
         settings.webhook_url,
         settings.webhook_secret,
         settings.slack_webhook_url,
         os.environ,
+        slack_api,
     )
+    if slack_api is not None:
+        ignored = "; MG_SLACK_WEBHOOK_URL ignored" if settings.slack_webhook_url else ""
+        log.info("Slack via the Web API, channel %s%s", slack_api.channel, ignored)
+    elif settings.slack_webhook_url:
+        log.info("Slack via the incoming webhook")
     if not found:
         return
     client = httpx.AsyncClient(timeout=settings.sink_timeout_s, follow_redirects=False)
-    routes = build_routes(found, settings, client)
+    routes = build_routes(found, settings, client, redis_client)
     # Longer than any one delivery cycle: a webhook batch is concurrent (one timeout), a
-    # Slack batch is at most `slack_digest_threshold` messages one after another.
-    lease_s = max(30.0, (settings.slack_digest_threshold + 2) * settings.sink_timeout_s)
+    # Slack batch is at most `slack_digest_threshold` messages one after another (Web API:
+    # as many new threads and as many replies, each with a parent edit) plus a digest.
+    lease_s = max(30.0, (3 * settings.slack_digest_threshold + 2) * settings.sink_timeout_s)
     outbox = Outbox(redis_client, settings.key_prefix, lease_s, DONE_HORIZON_S)
     retry = RetryPolicy(
         settings.sink_backoff_base_s, settings.sink_backoff_max_s, settings.sink_max_attempts

@@ -126,12 +126,14 @@ def describe_destinations(settings: Settings) -> str:
     targets = [f"webhook {_host(u)}" for u in (settings.webhook_url or "").split(",") if u.strip()]
     if settings.webhook_url and not settings.webhook_secret:
         targets[-1] += " (unsigned: MG_WEBHOOK_SECRET is not set)"
-    if settings.slack_webhook_url:
+    if settings.slack_bot_token and settings.slack_channel:
+        targets.append(f"Slack channel {settings.slack_channel} (Web API, one thread per episode)")
+    elif settings.slack_webhook_url:
         targets.append(f"Slack {_host(settings.slack_webhook_url)}")
     if not targets:
         return (
             "alerts are not delivered anywhere: set MG_WEBHOOK_URL (+ MG_WEBHOOK_SECRET) and/or "
-            "MG_SLACK_WEBHOOK_URL to receive them"
+            "MG_SLACK_WEBHOOK_URL (or MG_SLACK_BOT_TOKEN + MG_SLACK_CHANNEL) to receive them"
         )
     return "delivering alerts to: " + ", ".join(escape(t) for t in targets)
 

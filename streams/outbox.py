@@ -10,6 +10,10 @@ destination's keys in one Redis Cluster slot, so each script touches them atomic
     {prefix}:outbox:{d}:lease  hash  alert_id -> token of the claim in flight
     {prefix}:outbox:{d}:done   zset  alert_id -> ms delivered or dead-lettered (kept 48 h)
 
+Slack Web API threads (one top-level message per episode, shared by every worker):
+
+    {prefix}:slack-thread:{d}:{episode}  string  ts of the episode's message (7 days)
+
 A claim pushes the item's score to the lease expiry, so a worker that dies mid-delivery
 loses nothing: the item is due again when the lease runs out. `done` makes enqueue a no-op
 for an alert already handled, so a Kafka redelivery or a second worker never sends twice.
@@ -212,3 +216,28 @@ class Outbox:
 
     async def is_done(self, dest: str, alert_id: str) -> bool:
         return await self.redis.zscore(self.keys(dest)[5], alert_id) is not None
+
+
+class SlackThreads:
+    """sinks.slack_api.ThreadStore in Redis: episode key -> ts of its top-level message.
+
+    Seven days outlive any episode worth threading; an older episode that fires again just
+    starts a new message.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str, dest: str, ttl_s: int = 7 * 86400):
+        self.redis = client
+        self.base = f"{prefix}:slack-thread:{dest}:"
+        self.ttl_s = ttl_s
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(self.base + key)
+            values = await pipe.execute()
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+    async def put(self, key: str, ts: str) -> None:
+        await self.redis.set(self.base + key, ts, ex=self.ttl_s)

@@ -60,3 +60,14 @@ def test_demo_sums_deliveries_by_outcome_over_sinks():
         ]
     )
     assert delivery_counts(text) == {"delivered": 5.0, "retry": 1.0}
+
+
+def test_demo_names_the_slack_channel_in_web_api_mode_never_the_token():
+    from streams.demo import describe_destinations
+    from streams.settings import Settings
+
+    settings = Settings.model_validate(
+        {"slack_bot_token": "xoxb-SECRET", "slack_channel": "C123", "slack_webhook_url": None}
+    )
+    text = describe_destinations(settings)
+    assert "C123" in text and "Web API" in text and "SECRET" not in text

@@ -6,6 +6,7 @@ import faust
 import pytest
 import redis.asyncio as aioredis
 
+from sinks.slack_api import SlackApiSink
 from streams.delivery import install_delivery
 from streams.policy import PolicyConfig
 from streams.settings import Settings
@@ -33,6 +34,19 @@ def test_a_destination_installs_one_enqueue_agent_on_the_alerts_topic_once():
     install_delivery(app, config, unconnected, PolicyConfig())  # create_app + a test harness
     assert agent_topics(app) == ["x.alerts"]
     assert len(app._app_tasks) == 1
+
+
+def test_a_bot_token_and_channel_deliver_slack_through_the_web_api_instead_of_the_webhook():
+    app = faust.App("t-slack-api", broker="kafka://127.0.0.1:1")
+    config = settings(
+        slack_webhook_url="https://hooks.slack.com/services/T/B/X",
+        slack_bot_token="xoxb-secret",
+        slack_channel="C123",
+    )
+    install_delivery(app, config, aioredis.Redis(), PolicyConfig())
+    (route,) = app.meterguard_delivery.routes  # type: ignore[attr-defined]
+    assert isinstance(route.sink, SlackApiSink) and route.sink.channel == "C123"
+    assert route.key.startswith("slack-") and "xoxb" not in route.key
 
 
 def test_a_missing_routing_secret_stops_the_worker_at_startup(monkeypatch):
