@@ -327,7 +327,7 @@ def _render(screen: Screen, clock: PacedClock) -> Group:
         head += "  ·  sent " + ", ".join(
             f"{n:,.0f} {outcome}" for outcome, n in sorted(screen.deliveries.items())
         )
-    top = Table(title="top identities by tokens", expand=True)
+    top = Table(title="top identities by tokens (this and the last event-time hour)", expand=True)
     top.add_column("identity")
     top.add_column("tokens", justify="right")
     for identity, tokens in screen.top:

@@ -48,10 +48,14 @@ class BatchOutcome:
     scores: list[EventScores] = field(default_factory=list)  # in input order
     commits: list[StateCommit] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    tokens_by_identity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    cost_nano_by_identity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # (identity, epoch hour of event time) -> [tokens, cost in nano-USD] of counted events:
+    # the dashboard's and demo's rankings of recent activity.
+    usage_by_hour: dict[tuple[str, int], list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0])
+    )
 
 
+HOUR_MS = 60 * MINUTE_MS
 _STATUS = {"n": "new", "d": "duplicate", "l": "late"}
 
 
@@ -97,9 +101,8 @@ class Pipeline:
         return await self.store.commit(
             outcome.commits,
             outcome.stats,
-            outcome.tokens_by_identity,
+            outcome.usage_by_hour,
             outcome.alerts,
-            cost_nano_by_identity=outcome.cost_nano_by_identity,
         )
 
     def _score_identity(
@@ -126,8 +129,9 @@ class Pipeline:
         for i, event in enumerate(events):
             status = _STATUS[result.status[i]]
             if status != "duplicate":
-                out.tokens_by_identity[identity] += event.input_tokens + event.output_tokens
-                out.cost_nano_by_identity[identity] += event.cost_nano_usd
+                usage = out.usage_by_hour[identity, event.event_time_ms // HOUR_MS]
+                usage[0] += event.input_tokens + event.output_tokens
+                usage[1] += event.cost_nano_usd
                 state.who = _attribution(event, state.who)
             final_minute = closes.get(i)
             while final_minute is not None and rows and rows[0].minute <= final_minute:

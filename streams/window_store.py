@@ -13,8 +13,9 @@ on Redis Cluster and one script can touch them atomically):
     {prefix}:throttle-changes     pub/sub channel: every change of a throttle key (SSE feed)
     {prefix}:audit                list: operator actions, newest first (capped)
     {prefix}:stats                hash: pipeline counters (all identities)
-    {prefix}:top:tokens           zset: identity -> tokens counted
-    {prefix}:top:cost             zset: identity -> cost counted (nano-USD)
+    {prefix}:{top}:tokens:<hour>  zset per event-time hour: identity -> tokens counted (26 h)
+    {prefix}:{top}:cost:<hour>    zset per event-time hour: identity -> nano-USD counted (26 h)
+    {prefix}:{top}:hours          zset: the hours those exist for (the rankings' "now")
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ return 1
 # (10) took 10 s over 500k keys, 10,000 takes 0.24 s (benchmarks/throttle_scan.py).
 SCAN_COUNT = 10_000
 RECENT_ALERTS = 1000  # newest alerts kept for GET /api/alerts
+TOP_TTL_S = 26 * 3600  # hourly rankings kept a day (+2 h), from their last write
 TRACE_TTL_S = 3600  # a trace's call tree is kept this long after its last span
 MAX_TRACE_HOPS = 64
 
@@ -254,9 +256,8 @@ class WindowStore:
         self,
         commits: Iterable[StateCommit],
         stats: Mapping[str, int],
-        tokens_by_identity: Mapping[str, int],
+        usage_by_hour: Mapping[tuple[str, int], Sequence[int]],
         alerts: Iterable[Alert] = (),
-        cost_nano_by_identity: Mapping[str, int] = {},
     ) -> list[str]:
         """Checkpoint detector state (compare-and-set on the scored minute) and counters in
         one round trip (throttle keys are written earlier, by apply_throttles). Returns
@@ -273,17 +274,34 @@ class WindowStore:
             for name, value in stats.items():
                 if value:
                     pipe.hincrby(f"{self.config.prefix}:stats", name, value)
-            for identity, tokens in tokens_by_identity.items():
-                pipe.zincrby(f"{self.config.prefix}:top:tokens", tokens, identity)
-            for identity, cost in cost_nano_by_identity.items():
-                if cost:
-                    pipe.zincrby(f"{self.config.prefix}:top:cost", cost, identity)
+            self._queue_usage(pipe, usage_by_hour)
             recent = [a.model_dump_json() for a in alerts]
             if recent:
                 pipe.lpush(self._alerts_key, *recent)
                 pipe.ltrim(self._alerts_key, 0, RECENT_ALERTS - 1)
             replies = await pipe.execute()
         return [c.identity for c, ok in zip(commits, replies, strict=False) if not ok]
+
+    def _top_key(self, what: str, hour: int | None = None) -> str:
+        # One hash tag for all of them: the rankings union several hours (one slot on Cluster).
+        return f"{self.config.prefix}:{{top}}:{what}" + ("" if hour is None else f":{hour}")
+
+    def _queue_usage(
+        self, pipe: aioredis.client.Pipeline, usage: Mapping[tuple[str, int], Sequence[int]]
+    ) -> None:
+        hours = set()
+        for (identity, hour), (tokens, cost) in usage.items():
+            hours.add(hour)
+            if tokens:
+                pipe.zincrby(self._top_key("tokens", hour), tokens, identity)
+            if cost:
+                pipe.zincrby(self._top_key("cost", hour), cost, identity)
+        for hour in hours:
+            for what in ("tokens", "cost"):
+                pipe.expire(self._top_key(what, hour), TOP_TTL_S)
+            pipe.zadd(self._top_key("hours"), {str(hour): hour})
+        if hours:  # the index only needs the hours a ranking can still read
+            pipe.zremrangebyscore(self._top_key("hours"), "-inf", max(hours) - TOP_TTL_S // 3600)
 
     async def apply_throttles(
         self, commands: Sequence[ThrottleCommand], now: datetime
@@ -418,21 +436,27 @@ class WindowStore:
         raw = await self.redis.hgetall(f"{self.config.prefix}:stats")
         return {_text(k): int(v) for k, v in raw.items()}
 
-    async def top_identities(self, n: int) -> list[tuple[str, float]]:
-        raw = await self.redis.zrevrange(
-            f"{self.config.prefix}:top:tokens", 0, n - 1, withscores=True
-        )
-        pairs = cast(list[tuple[bytes, float]], raw)  # redis-py types the reply loosely
-        return [(_text(k), float(s)) for k, s in pairs]
+    async def top_identities(self, n: int, hours: int = 2) -> list[tuple[str, float]]:
+        """The `n` identities with the most tokens in the newest `hours` event-time hours
+        (the newest one is still filling up), highest first."""
+        return await self._ranking("tokens", n, hours)
 
     # -- dashboard reads ---------------------------------------------------------------------
-    async def top_by_cost(self, n: int) -> list[tuple[str, float]]:
-        """The `n` identities with the most cost counted, in nano-USD, highest first."""
-        raw = await self.redis.zrevrange(
-            f"{self.config.prefix}:top:cost", 0, n - 1, withscores=True
-        )
+    async def top_by_cost(self, n: int, hours: int = 2) -> list[tuple[str, float]]:
+        """As top_identities, by cost in nano-USD."""
+        return await self._ranking("cost", n, hours)
+
+    async def _ranking(self, what: str, n: int, hours: int) -> list[tuple[str, float]]:
+        newest = await self.redis.zrevrange(self._top_key("hours"), 0, 0)
+        if not newest:
+            return []
+        last = int(cast(bytes, newest[0]))
+        keys = [self._top_key(what, h) for h in range(last - hours + 1, last + 1)]
+        # ZUNION returns every member; the top n of a few hours' identities is cheap to pick.
+        raw = await self.redis.zunion(keys, withscores=True)
         pairs = cast(list[tuple[bytes, float]], raw)  # redis-py types the reply loosely
-        return [(_text(k), float(s)) for k, s in pairs]
+        ranked = sorted(((_text(k), float(s)) for k, s in pairs), key=lambda p: (-p[1], p[0]))
+        return ranked[:n]
 
     async def watermarks(self, identities: Sequence[str]) -> dict[str, int]:
         """Each identity's event-time watermark (newest event ms); unknown ones left out."""

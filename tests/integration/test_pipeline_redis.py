@@ -263,3 +263,17 @@ async def test_trace_call_tree_reports_depth_cycles_root_fanout_and_cost(store: 
     assert places[-1].trace_cost_nano_usd == 1500
     again = await store.link_spans(spans)  # a redelivery changes nothing
     assert again[-1].trace_cost_nano_usd == 1500 and again[4].fanout == 2
+
+
+async def test_rankings_cover_the_newest_event_time_hours_only(store: WindowStore):
+    pipeline = Pipeline(store, PolicyConfig())
+    # svc-old is busy in the first hour only, svc-new quieter but in the third hour.
+    old = as_events(series("svc-old", 60, 10))
+    new = as_events(series("svc-new", 60, 2, start=T0 + timedelta(hours=2)))
+    await run(pipeline, old + new, 500)
+    newest = await store.top_identities(10, hours=1)
+    assert [identity for identity, _ in newest] == ["svc-new"]
+    assert newest[0][1] == 60 * 2 * 500  # 2 calls/min x 500 tokens each, one hour
+    assert [i for i, _ in await store.top_identities(10, hours=3)] == ["svc-old", "svc-new"]
+    (cost,) = await store.top_by_cost(10, hours=1)
+    assert cost == ("svc-new", 60 * 2 * 400_000)  # $0.0004 a call, in nano-USD
