@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
 import faust
@@ -23,9 +24,8 @@ import redis.exceptions
 
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from streams import metrics
-from streams.decode import DecodeResult, Origin, dead_letter, decode_event_json, decode_message
+from streams.decode import Origin, dead_letter, decode_event_json, decode_message
 from streams.delivery import install_delivery
-from streams.formats import MappingConfig, RawHeaders
 from streams.pipeline import BatchOutcome, Pipeline
 from streams.settings import Settings
 from streams.web import register_routes
@@ -73,14 +73,16 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in batches:
             now = utc_now()
             dead = 0
+            formats: Counter[str] = Counter()
+            ignored: Counter[str] = Counter()
             for event in batch:
                 msg = event.message
                 origin = Origin(msg.topic, msg.partition, msg.offset)
                 # Headers as aiokafka hands them to Faust: a tuple of (name, bytes) pairs.
-                result = _safe_decode(event.value, msg.headers, now, origin, skew, mapping)
-                metrics.MESSAGES_BY_FORMAT.labels(result.format).inc()
-                if result.ignored:
-                    metrics.IGNORED_RECORDS.labels(result.format).inc(result.ignored)
+                # decode_message is total: even its own bugs become internal_error letters.
+                result = decode_message(event.value, msg.headers, now, origin, skew, mapping)
+                formats[result.format] += 1
+                ignored[result.format] += result.ignored
                 for item in result.items:
                     if isinstance(item, DeadLetter):
                         dead += 1
@@ -88,6 +90,7 @@ def create_app(settings: Settings) -> faust.App:
                         await _send(settings.topic_dlq, event.key, item.model_dump_json().encode())
                     else:
                         await _send(settings.topic_events, item.identity.encode(), item.to_json())
+            metrics.count_formats(formats, ignored)  # once per batch, not per message
             if dead:
                 await _retrying(
                     lambda d=dead: redis_client.hincrby(  # type: ignore[misc]
@@ -141,21 +144,6 @@ def create_app(settings: Settings) -> faust.App:
     install_delivery(app, settings, redis_client, settings.policy)
     app.meterguard_store = store  # type: ignore[attr-defined]
     return app
-
-
-def _safe_decode(
-    raw: bytes | None,
-    headers: RawHeaders,
-    now: datetime,
-    origin: Origin,
-    skew: timedelta,
-    mapping: MappingConfig,
-) -> DecodeResult:
-    try:
-        return decode_message(raw, headers, now, origin, skew, mapping)
-    except Exception as exc:  # decode_message is total; this is the last line of defence
-        letter = dead_letter(raw or b"", "internal_error", repr(exc), now, origin)
-        return DecodeResult([letter], 0, "unknown")
 
 
 def _read_keyed_event(value: bytes | None) -> MeteringEvent | DeadLetter:

@@ -6,6 +6,7 @@ at once (events per identity, windows) live in Redis, not here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -83,6 +84,14 @@ def observe_latency(events: list[MeteringEvent], now: datetime) -> None:
     for event in events:
         if event.ingest_time is not None:
             EVENT_LATENCY.observe(max(0.0, (now - event.ingest_time).total_seconds()))
+
+
+def count_formats(messages: Mapping[str, int], ignored: Mapping[str, int]) -> None:
+    for fmt, n in messages.items():
+        MESSAGES_BY_FORMAT.labels(fmt).inc(n)
+    for fmt, n in ignored.items():
+        if n:
+            IGNORED_RECORDS.labels(fmt).inc(n)
 
 
 def exposition() -> bytes:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 
+import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
@@ -44,8 +45,8 @@ class ThrottleFeed:
         return len(self._subscribers)
 
     async def subscribe(self) -> asyncio.Queue[bytes | None]:
-        """A queue of published command payloads; subscribed in Redis before this returns,
-        so a snapshot read afterwards misses nothing."""
+        """A queue of ready SSE frames, one per published command. Subscribed in Redis
+        before this returns, so a snapshot read afterwards misses nothing."""
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.max_pending)
         self._subscribers.add(queue)
         if self._listener is None or self._listener.done():
@@ -89,9 +90,12 @@ class ThrottleFeed:
                     await pubsub.aclose()
 
     def _fan_out(self, payload: bytes) -> None:
+        # One SSE frame per change, whatever the number of clients.
+        version = orjson.loads(payload).get("version")
+        frame = format_sse("command", payload.decode(), version)
         for queue in list(self._subscribers):
             try:
-                queue.put_nowait(payload)
+                queue.put_nowait(frame)
             except asyncio.QueueFull:
                 log.warning(
                     "an SSE client fell %d changes behind; ending its stream", queue.qsize()

@@ -86,14 +86,13 @@ def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> N
             )
             while True:
                 try:
-                    payload = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    frame = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
-                if payload is CLOSED:
+                if frame is CLOSED:
                     break
-                version = orjson.loads(payload).get("version")
-                await response.write(format_sse("command", payload.decode(), version))
+                await response.write(frame)  # formatted once by the feed, for every client
         except (ConnectionResetError, redis.exceptions.RedisError) as exc:
             log.info("SSE stream ended: %s", exc)
         finally:

@@ -7,6 +7,7 @@ letters. The browser waits for the page to show what the worker decided (no slee
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,8 +32,12 @@ SCRIPT = "<script>window.__pwned=2</script>"
 ODD = "team/ä bot 🤖 100%"  # "/", space, "%" and non-ASCII in one identity
 UI_TIMEOUT_MS = 60_000
 
+# Skipped only on a developer machine where scripts/bootstrap could not install Debian's
+# chromium (not root, or no apt-get); in CI a missing browser fails the test instead.
 pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (Debian package chromium)"
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason=f"no Chromium at {CHROMIUM} (Debian package chromium; scripts/bootstrap installs it "
+    "when run as root with apt-get)",
 )
 
 

@@ -21,7 +21,6 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-import streams.decode as decode_module
 from meterguard.models import (
     MAX_ATTRIBUTES_BYTES,
     MAX_ATTRIBUTES_DEPTH,
@@ -37,6 +36,7 @@ from streams.decode import (
     Origin,
     decode,
     decode_event_json,
+    decode_message,
 )
 
 INGEST = datetime(2025, 1, 6, 8, 0, 30, tzinfo=UTC)
@@ -603,10 +603,6 @@ def test_one_instant_in_every_form_gives_the_same_event_time(moment: datetime) -
 
 # -- the same bytes through decode_message (every input format) -------------------------------
 
-decode_message = getattr(decode_module, "decode_message", None)
-needs_decode_message = pytest.mark.skipif(
-    decode_message is None, reason="streams.decode.decode_message not there yet"
-)
 # Reasons the format normalisers add (streams/formats); `internal_error` is not one: it is the
 # safety net catching a bug.
 MESSAGE_REASONS = REASONS | {
@@ -652,13 +648,11 @@ format_shaped = st.one_of(
 ).map(lambda doc: json.dumps(doc).encode())
 
 
-@needs_decode_message
 @PROPERTY
 @given(hostile_bytes | format_shaped | st.none(), header_sets)
 def test_decode_message_gives_an_item_for_every_input_and_never_fails_inside(
     data: bytes | None, headers: list[tuple[str, bytes | None]] | None
 ) -> None:
-    assert decode_message is not None
     result = decode_message(data, headers, INGEST, ORIGIN)
     assert result.items or result.ignored > 0
     for item in result.items:
@@ -672,11 +666,9 @@ def test_decode_message_gives_an_item_for_every_input_and_never_fails_inside(
     assert decode_message(data, headers, INGEST, ORIGIN) == result
 
 
-@needs_decode_message
 @PROPERTY
 @given(hostile_bytes)
 def test_decode_message_reads_native_bytes_like_decode(data: bytes) -> None:
-    assert decode_message is not None
     result = decode_message(data, None, INGEST, ORIGIN)
     if result.format not in ("native", "unknown"):
         return  # the content looked like another format (e.g. a CloudEvents batch)
