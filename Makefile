@@ -2,7 +2,8 @@
 check:  ## format, lint and type checks in one command
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
-	.venv/bin/mypy meterguard detectors streams sinks
+	.venv/bin/mypy meterguard
+	.venv/bin/lint-imports
 test:
 	./scripts/test
 demo:

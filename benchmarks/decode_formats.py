@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 from meterguard.models import utc_now
-from streams.decode import decode, decode_message
+from meterguard.streams.decoding.decode import decode, decode_message
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "formats"
 

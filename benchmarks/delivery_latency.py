@@ -32,10 +32,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from standardwebhooks.webhooks import Webhook
 
-from streams.cli import topic_specs
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
-from streams.settings import Settings
-from streams.topics import ensure_topics
+from meterguard.streams.runtime.topics import ensure_topics, topic_specs
+from meterguard.streams.settings import Settings
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"meterguard-benchmark-secret-key!").decode()
 
@@ -142,7 +141,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         await ensure_topics(broker.bootstrap, topic_specs(settings))
         log = (workdir / "worker.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(web_port)],
+            [
+                sys.executable,
+                "-m",
+                "meterguard.streams.tools.cli",
+                "worker",
+                "--web-port",
+                str(web_port),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from streams.embedded import EmbeddedRedis
-from streams.window_store import SCAN_COUNT, StoreConfig, WindowStore
+from meterguard.streams.store.window_store import SCAN_COUNT, StoreConfig, WindowStore
+from meterguard.streams.tools.embedded import EmbeddedRedis
 
 COMMAND = (
     '{"command_id":"c","identity":"%s","action":"throttle","limits":{},"reason":"r",'

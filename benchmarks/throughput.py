@@ -28,14 +28,13 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from meterguard.models import utc_now
-from streams.cli import topic_specs
-from streams.decode import decode
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
-from streams.replay import ReplayOutputs, replay_file
-from streams.settings import Settings
-from streams.simulate import SimConfig, generate
-from streams.topics import ensure_topics
-from streams.window_store import WindowStore
+from meterguard.streams.decoding.decode import decode
+from meterguard.streams.offline.replay import ReplayOutputs, replay_file
+from meterguard.streams.runtime.topics import ensure_topics, topic_specs
+from meterguard.streams.settings import Settings
+from meterguard.streams.simulation.simulate import SimConfig, generate
+from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 
 
 def simulated_file(folder: Path, identities: int, minutes: int) -> tuple[Path, int]:
@@ -113,7 +112,7 @@ async def bench_worker(path: Path, count: int, folder: Path) -> float:
         await ensure_topics(broker.bootstrap, topic_specs(settings))
         log = (folder / "worker.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--without-web"],
+            [sys.executable, "-m", "meterguard.streams.tools.cli", "worker", "--without-web"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -21,9 +21,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.base import MinuteDetector, Verdict
-from detectors.features import EventFacts, MinuteWindow
-from detectors.robust import FirstContact
+from meterguard.detectors.base import MinuteDetector, Verdict
+from meterguard.detectors.features import EventFacts, MinuteWindow
+from meterguard.detectors.robust import FirstContact
 
 MAX_CALLERS = 64
 STRUCTURAL = frozenset({"cycle", "deep_chain", "fan_out", "new_edge"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
-from detectors.features import EventFacts, IdentityContext, MinuteWindow
+from meterguard.detectors.features import EventFacts, IdentityContext, MinuteWindow
 
 
 @dataclass(frozen=True)

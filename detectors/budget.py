@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from detectors.base import MinuteDetector, Verdict
-from detectors.features import IdentityContext, MinuteWindow
+from meterguard.detectors.base import MinuteDetector, Verdict
+from meterguard.detectors.features import IdentityContext, MinuteWindow
 
 DAY_MINUTES = 24 * 60
 

@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.base import MinuteDetector, Verdict
-from detectors.features import EventFacts, IdentityContext, MinuteWindow
-from detectors.robust import FirstContact
+from meterguard.detectors.base import MinuteDetector, Verdict
+from meterguard.detectors.features import EventFacts, IdentityContext, MinuteWindow
+from meterguard.detectors.robust import FirstContact
 
 MAX_REMEMBERED = 64  # distinct workloads / sources / models remembered per identity
 

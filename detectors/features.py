@@ -51,7 +51,7 @@ class EventFacts:
     caller: str | None = None
     tokens: int = 0
     cost_nano_usd: int = 0
-    # Traced calls only: the span's place in its trace's call tree (see streams/trace.lua).
+    # Traced calls only: the span's place in its trace's call tree (see streams/store/trace.lua).
     depth: int | None = None
     cycle: bool = False
     fanout: int = 0

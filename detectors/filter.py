@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.base import Detector, Verdict
-from detectors.features import MinuteWindow
+from meterguard.detectors.base import Detector, Verdict
+from meterguard.detectors.features import MinuteWindow
 
 
 @dataclass

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from detectors.agent_chain import AgentChainDetector
-from detectors.base import Detector
-from detectors.budget import BudgetDetector
-from detectors.drift import DriftDetector
-from detectors.filter import LearningFilter
-from detectors.retry_loop import RetryLoopDetector
-from detectors.slow_ramp import SlowRampDetector
-from detectors.spike import SpikeDetector
+from meterguard.detectors.agent_chain import AgentChainDetector
+from meterguard.detectors.base import Detector
+from meterguard.detectors.budget import BudgetDetector
+from meterguard.detectors.drift import DriftDetector
+from meterguard.detectors.filter import LearningFilter
+from meterguard.detectors.retry_loop import RetryLoopDetector
+from meterguard.detectors.slow_ramp import SlowRampDetector
+from meterguard.detectors.spike import SpikeDetector
 
 # name -> (fresh detector, detector from saved state)
 REGISTRY: dict[str, tuple[Callable[[], Detector], Callable[[dict[str, Any]], Detector]]] = {

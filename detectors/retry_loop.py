@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.base import MinuteDetector, Verdict
-from detectors.features import EventFacts, MinuteWindow
+from meterguard.detectors.base import MinuteDetector, Verdict
+from meterguard.detectors.features import EventFacts, MinuteWindow
 
 MAX_KEYS_PER_MINUTE = 256  # bounded state: a minute with more distinct requests is no loop
 

@@ -15,10 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.base import MinuteDetector, Verdict
-from detectors.features import MinuteWindow
-from detectors.robust import ratio_to_score
-from detectors.spike import from_space, to_space
+from meterguard.detectors.base import MinuteDetector, Verdict
+from meterguard.detectors.features import MinuteWindow
+from meterguard.detectors.robust import ratio_to_score
+from meterguard.detectors.spike import from_space, to_space
 
 METRICS = ("calls", "tokens")
 SNAPSHOT_EVERY = 15  # minutes between anchor snapshots

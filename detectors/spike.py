@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import MinuteDetector, Verdict
-from detectors.features import MinuteWindow
-from detectors.robust import (
+from meterguard.detectors.base import MinuteDetector, Verdict
+from meterguard.detectors.features import MinuteWindow
+from meterguard.detectors.robust import (
     MAD_TO_SIGMA,
     EwStat,
     pack_array,

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 
 from meterguard.models import Alert, utc_now
-from sinks.base import Failed, Outcome, Retry, classify_response
-from sinks.routing import SEVERITY_RANK
-from sinks.slack_format import MAX_TEXT, SEVERITY_MARK, alert_message, escape_mrkdwn
+from meterguard.sinks.base import Failed, Outcome, Retry, classify_response
+from meterguard.sinks.routing import SEVERITY_RANK
+from meterguard.sinks.slack_format import MAX_TEXT, SEVERITY_MARK, alert_message, escape_mrkdwn
 
 DIGEST_TOP = 10  # lines a digest lists before "and N more"
 MAX_LINE = 240

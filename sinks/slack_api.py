@@ -24,9 +24,16 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from meterguard.models import Alert, utc_now
-from sinks.base import RETRYABLE_STATUSES, Delivered, Failed, Outcome, Retry, parse_retry_after
-from sinks.slack import digest_message, latest_per_episode
-from sinks.slack_format import alert_message
+from meterguard.sinks.base import (
+    RETRYABLE_STATUSES,
+    Delivered,
+    Failed,
+    Outcome,
+    Retry,
+    parse_retry_after,
+)
+from meterguard.sinks.slack import digest_message, latest_per_episode
+from meterguard.sinks.slack_format import alert_message
 
 log = logging.getLogger("meterguard.slack")
 

@@ -18,8 +18,8 @@ import orjson
 from standardwebhooks.webhooks import Webhook
 
 from meterguard.models import Alert, utc_now
-from sinks.base import Failed, Outcome, Retry, classify_response
-from sinks.routing import public_url
+from meterguard.sinks.base import Failed, Outcome, Retry, classify_response
+from meterguard.sinks.routing import public_url
 
 log = logging.getLogger("meterguard.sinks")
 

@@ -6,13 +6,13 @@ at once (events per identity, windows) live in Redis, not here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from meterguard.models import MeteringEvent
-from streams.pipeline import BatchOutcome
+from meterguard.models import Alert, MeteringEvent, ThrottleCommand
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -65,7 +65,18 @@ OPERATOR_ACTIONS = Counter(
 )
 
 
-def count_batch(outcome: BatchOutcome, seconds: float) -> None:
+class BatchCounts(Protocol):
+    """What a scored batch reports (runtime.pipeline.BatchOutcome), as metrics read it."""
+
+    @property
+    def stats(self) -> Mapping[str, int]: ...
+    @property
+    def alerts(self) -> Sequence[Alert]: ...
+    @property
+    def commands(self) -> Sequence[ThrottleCommand]: ...
+
+
+def count_batch(outcome: BatchCounts, seconds: float) -> None:
     for status, name in (
         ("new", "events_new"),
         ("duplicate", "events_duplicate"),
@@ -98,7 +109,7 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
-# Alert delivery (streams/delivery.py). `destination` is the secret-free destination key
+# Alert delivery (streams/delivery/deliverer.py). `destination` is the secret-free destination key
 # (webhook-<hash>); the worker logs which URL each key stands for at startup.
 SINK_DELIVERIES = Counter(
     "meterguard_sink_deliveries",

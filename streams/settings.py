@@ -7,9 +7,9 @@ from functools import cached_property
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.formats.mapping import MappingConfig
-from streams.policy import PolicyConfig
-from streams.window_store import StoreConfig
+from meterguard.streams.decoding.formats.mapping import MappingConfig
+from meterguard.streams.policy.episodes import PolicyConfig
+from meterguard.streams.store.window_store import StoreConfig
 
 
 class Settings(BaseSettings):

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from streams.embedded import free_port
+from meterguard.streams.tools.embedded import free_port
 
 
 @dataclass

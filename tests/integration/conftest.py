@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 
 _HERE = Path(__file__).resolve().parent
 

@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
-from streams.window_store import WindowStore
+from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from tests.integration.worker_process import produce, start_worker
 from tests.traffic import mixed, series
 
@@ -115,8 +115,8 @@ async def test_dashboard_route_is_wired_into_the_worker(run: Run):
     async with aiohttp.ClientSession() as session, session.get(f"{run.web}/") as response:
         body = await response.text()
     assert response.status == 200 and "dashboard.js" in body, (
-        "GET / is not the dashboard: streams/web.py must call "
-        "register_dashboard_routes(app, store) from streams/web_dashboard.py"
+        "GET / is not the dashboard: streams/web/routes.py must call "
+        "register_dashboard_routes(app, store) from streams/web/dashboard.py"
     )
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
 

@@ -12,11 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from meterguard.models import DeadLetteredAlert
-from sinks.base import RetryPolicy
-from sinks.routing import AlertFilter, Destination
-from sinks.webhook import WebhookSink
-from streams.delivery import Deliverer, Route
-from streams.outbox import Outbox
+from meterguard.sinks.base import RetryPolicy
+from meterguard.sinks.routing import AlertFilter, Destination
+from meterguard.sinks.webhook import WebhookSink
+from meterguard.streams.delivery.deliverer import Deliverer, Route
+from meterguard.streams.delivery.outbox import Outbox
 from tests.unit.sink_alerts import make_alert
 
 DEADLINE_S = 20.0

@@ -24,9 +24,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from standardwebhooks.webhooks import Webhook
 
-from sinks.routing import public_url
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
-from streams.settings import Settings
+from meterguard.sinks.routing import public_url
+from meterguard.streams.settings import Settings
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from tests.integration.worker_process import produce, start_worker
 from tests.traffic import mixed, series
 

@@ -19,10 +19,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from sinks.routing import RoutingConfig, SlackApi, destinations
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
-from streams.outbox import Outbox
-from streams.settings import Settings
+from meterguard.sinks.routing import RoutingConfig, SlackApi, destinations
+from meterguard.streams.delivery.outbox import Outbox
+from meterguard.streams.settings import Settings
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from tests.integration.worker_process import Worker, produce, start_worker
 from tests.slack_emulator import SlackEmulator
 from tests.traffic import mixed, series

@@ -56,7 +56,7 @@ def test_demo_shows_alerts_and_throttles_within_its_first_minute_and_leaves_noth
             "MG_SLACK_WEBHOOK_URL": slack_url,
         }
         done = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "demo", "--duration", "70"],
+            [sys.executable, "-m", "meterguard.streams.tools.cli", "demo", "--duration", "70"],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -104,7 +104,7 @@ def running_in(folder: Path) -> list[str]:
 def test_demo_stops_everything_on_sigterm(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "demo"],
+        [sys.executable, "-m", "meterguard.streams.tools.cli", "demo"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -14,8 +14,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, EmbeddedServiceError, free_port
-from streams.topics import TopicSetupError, TopicSpec, ensure_topics
+from meterguard.streams.runtime.topics import TopicSetupError, TopicSpec, ensure_topics
+from meterguard.streams.tools.embedded import (
+    EmbeddedBroker,
+    EmbeddedRedis,
+    EmbeddedServiceError,
+    free_port,
+)
 
 
 def _unique(prefix: str) -> str:

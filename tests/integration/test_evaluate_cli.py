@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.embedded import EmbeddedRedis
+from meterguard.streams.tools.embedded import EmbeddedRedis
 
 
 def test_evaluate_detects_every_runaway_agent_and_writes_a_json_report(
@@ -18,7 +18,7 @@ def test_evaluate_detects_every_runaway_agent_and_writes_a_json_report(
 ):
     out = tmp_path / "out.json"
     args = [
-        sys.executable, "-m", "streams.cli", "evaluate",
+        sys.executable, "-m", "meterguard.streams.tools.cli", "evaluate",
         "--identities", "60", "--minutes", "120", "--seed", "3", "--incidents", "3",
         "--kinds", "runaway_agent", "--json", str(out), "--keep", str(tmp_path / "run"),
     ]  # fmt: skip

@@ -8,7 +8,7 @@ import asyncio
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from tests.format_samples import SAMPLES, native_lines, sample
 from tests.integration.worker_process import read_topics, start_worker
 

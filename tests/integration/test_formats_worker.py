@@ -17,9 +17,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
-from streams.replay import ReplayOutputs, replay_file
-from streams.settings import Settings
+from meterguard.streams.offline.replay import ReplayOutputs, replay_file
+from meterguard.streams.settings import Settings
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from tests.format_traffic import MAPPING_YAML, FormatTraffic, as_formats, recent_start
 from tests.integration.worker_process import Worker, read_topics, start_worker
 from tests.traffic import mixed

@@ -21,7 +21,7 @@ import pytest
 
 from deploy.examples.gateway_proxy import create_app
 from meterguard.gateway import ThrottleClient
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from tests.integration.worker_process import produce, start_worker
 from tests.traffic import mixed
 

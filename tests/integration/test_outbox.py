@@ -1,4 +1,4 @@
-"""The delivery outbox (streams/outbox.py) on a real Redis, with a hand-driven clock."""
+"""The delivery outbox (streams/delivery/outbox.py) on a real Redis, with a hand-driven clock."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from sinks.base import Delivered, Failed, Retry, RetryPolicy
-from streams.outbox import Outbox
+from meterguard.sinks.base import Delivered, Failed, Retry, RetryPolicy
+from meterguard.streams.delivery.outbox import Outbox
 from tests.unit.sink_alerts import make_alert
 
 DEST = "webhook-abc123"

@@ -9,10 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from meterguard.models import MeteringEvent
+from meterguard.streams.policy.episodes import BudgetSpec, PolicyConfig
+from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
+from meterguard.streams.store.window_store import StoreConfig, WindowStore
 from meterguard.timeutil import minute_of
-from streams.pipeline import BatchOutcome, Pipeline
-from streams.policy import BudgetSpec, PolicyConfig
-from streams.window_store import StoreConfig, WindowStore
 from tests.traffic import T0, as_events, mixed, series
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -244,7 +244,7 @@ async def test_operator_release_clears_the_key_publishes_it_and_sticks_for_that_
 
 
 async def test_trace_call_tree_reports_depth_cycles_root_fanout_and_cost(store: WindowStore):
-    from streams.window_store import SpanLink
+    from meterguard.streams.store.window_store import SpanLink
 
     # A -> B -> C -> A (a loop back into A), and A's root span also calls D directly.
     spans = [

@@ -17,10 +17,18 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
-from streams.reconcile import Ledger, Period, Rules, Stored, Totals, parse_metrics, reconcile
-from streams.reconcile_run import totals_of
-from streams.window_store import StoreConfig, WindowStore
+from meterguard.streams.offline.reconcile import (
+    Ledger,
+    Period,
+    Rules,
+    Stored,
+    Totals,
+    parse_metrics,
+    reconcile,
+)
+from meterguard.streams.offline.reconcile_run import totals_of
+from meterguard.streams.store.window_store import StoreConfig, WindowStore
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from tests.integration.worker_process import Worker, start_worker
 from tests.traffic import T0, as_events, series
 
@@ -129,7 +137,7 @@ def run_reconcile(run: Run, report: Path) -> subprocess.CompletedProcess:
     args = [
         sys.executable,
         "-m",
-        "streams.cli",
+        "meterguard.streams.tools.cli",
         "reconcile",
         "--topic",
         run.worker.settings.topic_raw,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.embedded import EmbeddedRedis
+from meterguard.streams.tools.embedded import EmbeddedRedis
 from tests.traffic import as_jsonl, mixed
 
 MALFORMED = (
@@ -26,7 +26,7 @@ def replay(events: Path, out: Path, redis_url: str | None) -> subprocess.Complet
     args = [
         sys.executable,
         "-m",
-        "streams.cli",
+        "meterguard.streams.tools.cli",
         "replay",
         str(events),
         "--alerts-out",

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from meterguard.streams.runtime.topics import TopicSpec, ensure_topics
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from meterguard.timeutil import format_time
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
-from streams.topics import TopicSpec, ensure_topics
 from tests.traffic import mixed
 
 POISON = b'{"event_id": "poison", "identity": "svc-quiet-0", "event_time": "yesterday"}'
@@ -63,7 +63,15 @@ async def produce_lines(bootstrap: str, topic: str, lines: list[bytes]) -> set[i
 
 def replay(out: Path, env: dict[str, str], *source: str) -> subprocess.CompletedProcess:
     out.mkdir()
-    args = [sys.executable, "-m", "streams.cli", "replay", *source, "--batch-size", "300"]
+    args = [
+        sys.executable,
+        "-m",
+        "meterguard.streams.tools.cli",
+        "replay",
+        *source,
+        "--batch-size",
+        "300",
+    ]
     for name in ("alerts", "throttles", "scores"):
         args += [f"--{name}-out", str(out / f"{name}.jsonl")]
     args += ["--dlq-out", str(out / "dlq.jsonl"), "--no-progress"]
@@ -154,7 +162,14 @@ async def test_offset_range_replays_those_offsets_of_every_partition(
 
 
 def test_replay_refuses_a_topic_that_does_not_exist(tmp_path: Path, env: dict[str, str]):
-    args = [sys.executable, "-m", "streams.cli", "replay", "--topic", "no-such-topic"]
+    args = [
+        sys.executable,
+        "-m",
+        "meterguard.streams.tools.cli",
+        "replay",
+        "--topic",
+        "no-such-topic",
+    ]
     args += ["--alerts-out", str(tmp_path / "a"), "--throttles-out", str(tmp_path / "t")]
     done = subprocess.run(args, env=env, capture_output=True, timeout=60)
     assert done.returncode == 2 and b"does not exist" in done.stderr

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
-from streams.settings import Settings
-from streams.window_store import WindowStore
+from meterguard.streams.settings import Settings
+from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from tests.integration.worker_process import DEADLINE_S, read_topics, start_worker
 from tests.traffic import mixed
 

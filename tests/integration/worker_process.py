@@ -21,11 +21,10 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.cli import topic_specs
-from streams.embedded import EmbeddedBroker, free_port
-from streams.settings import Settings
-from streams.topics import ensure_topics
-from streams.window_store import WindowStore
+from meterguard.streams.runtime.topics import ensure_topics, topic_specs
+from meterguard.streams.settings import Settings
+from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.tools.embedded import EmbeddedBroker, free_port
 
 DEADLINE_S = 120.0
 TOPICS = ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE", "ALERTS_DLQ", "AUDIT")
@@ -100,7 +99,7 @@ async def start_worker(
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--web-port", str(port)],
+        [sys.executable, "-m", "meterguard.streams.tools.cli", "worker", "--web-port", str(port)],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detectors.features import EventFacts, IdentityContext, MinuteWindow
+from meterguard.detectors.features import EventFacts, IdentityContext, MinuteWindow
 
 T0 = 29_000_040  # an epoch minute at :00 of the hour (2025-02-20T13:00Z)
 TOKENS_PER_CALL = 800

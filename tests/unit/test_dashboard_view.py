@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from detectors.features import MinuteWindow
+from meterguard.detectors.features import MinuteWindow
 from meterguard.models import ThrottleCommand
-from streams import dashboard_view as view
+from meterguard.streams.web import dashboard_view as view
 
 NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 MINUTE = 29_460_060  # 2026-01-05 09:00 UTC as an epoch minute

@@ -1,4 +1,4 @@
-"""Raw bytes -> MeteringEvent or DeadLetter (streams/decode.py, meterguard/models.py,
+"""Raw bytes -> MeteringEvent or DeadLetter (streams/decoding/decode.py, meterguard/models.py,
 meterguard/timeutil.py)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from meterguard.models import MAX_ATTRIBUTES_BYTES, DeadLetter, MeteringEvent
+from meterguard.streams.decoding.decode import MAX_MESSAGE_BYTES, Origin, decode
 from meterguard.timeutil import format_time, parse_event_time
-from streams.decode import MAX_MESSAGE_BYTES, Origin, decode
 
 INGEST = datetime(2025, 1, 6, 8, 0, 30, tzinfo=UTC)
 EVENT_TIME = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
@@ -488,7 +488,7 @@ def test_an_overlong_optional_text_field_is_dead_lettered_naming_the_field(field
     from datetime import UTC, datetime
 
     from meterguard.models import DeadLetter
-    from streams.decode import decode
+    from meterguard.streams.decoding.decode import decode
 
     doc = {"event_id": "e1", "identity": "svc-a", "event_time": "2025-01-06T08:00:00Z"}
     doc[field] = "x" * 257

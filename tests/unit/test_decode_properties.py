@@ -29,8 +29,7 @@ from meterguard.models import (
     DeadLetter,
     MeteringEvent,
 )
-from meterguard.timeutil import EARLIEST, format_time
-from streams.decode import (
+from meterguard.streams.decoding.decode import (
     DEFAULT_MAX_FUTURE_SKEW,
     MAX_MESSAGE_BYTES,
     Origin,
@@ -38,6 +37,7 @@ from streams.decode import (
     decode_event_json,
     decode_message,
 )
+from meterguard.timeutil import EARLIEST, format_time
 
 INGEST = datetime(2025, 1, 6, 8, 0, 30, tzinfo=UTC)
 ORIGIN = Origin(topic="metering.raw", partition=3, offset=4711)
@@ -603,8 +603,8 @@ def test_one_instant_in_every_form_gives_the_same_event_time(moment: datetime) -
 
 # -- the same bytes through decode_message (every input format) -------------------------------
 
-# Reasons the format normalisers add (streams/formats); `internal_error` is not one: it is the
-# safety net catching a bug.
+# Reasons the format normalisers add (streams/decoding/formats); `internal_error` is not one:
+# it is the safety net catching a bug.
 MESSAGE_REASONS = REASONS | {
     "unsupported_format",
     "empty_message",

@@ -10,11 +10,11 @@ import numpy as np
 import orjson
 import pytest
 
-from detectors.base import Detector, Verdict
-from detectors.features import MinuteWindow
-from detectors.filter import LearningFilter
-from detectors.registry import REGISTRY, filter_from_state, new_filter
-from detectors.spike import SpikeConfig, SpikeDetector
+from meterguard.detectors.base import Detector, Verdict
+from meterguard.detectors.features import MinuteWindow
+from meterguard.detectors.filter import LearningFilter
+from meterguard.detectors.registry import REGISTRY, filter_from_state, new_filter
+from meterguard.detectors.spike import SpikeConfig, SpikeDetector
 from tests.unit.detector_scenarios import SCENARIOS, WARM_UP, Scenario
 
 T0 = 29_000_040  # an epoch minute at :00 of the hour (2025-02-20T13:00Z)

@@ -1,4 +1,5 @@
-"""Detection-quality scoring (streams/evaluate.py): pure, on hand-made alerts and labels."""
+"""Detection-quality scoring (streams/evaluation/evaluate.py): pure, on hand-made alerts and
+labels."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import orjson
 import pytest
 
 from meterguard.models import Alert
-from streams.evaluate import detector_warmup_minutes, evaluation_config, identity_hours, score
-from streams.simulate import Incident, plan_incidents
+from meterguard.streams.evaluation.evaluate import (
+    detector_warmup_minutes,
+    evaluation_config,
+    identity_hours,
+    score,
+)
+from meterguard.streams.simulation.simulate import Incident, plan_incidents
 
 T0 = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
 GRACE = timedelta(minutes=5)

@@ -1,4 +1,5 @@
-"""Format detection (streams/formats/detect.py): headers beat content; native stays native."""
+"""Format detection (streams/decoding/formats/detect.py): headers beat content; native stays
+native."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import orjson
 import pytest
 
 from meterguard.models import DeadLetter, MeteringEvent
-from streams.decode import Origin, decode, decode_message
+from meterguard.streams.decoding.decode import Origin, decode, decode_message
 
 INGEST = datetime(2025, 6, 3, 14, 30, tzinfo=UTC)
 NATIVE = orjson.dumps(

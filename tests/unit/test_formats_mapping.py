@@ -1,4 +1,4 @@
-"""The mapping file (streams/formats/mapping.py): fallbacks, defaults and clear errors."""
+"""The mapping file (streams/decoding/formats/mapping.py): fallbacks, defaults and clear errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from meterguard.models import DeadLetter, MeteringEvent
-from streams.decode import decode_message
-from streams.formats.mapping import DEFAULT_MAPPING, MappingConfig
+from meterguard.streams.decoding.decode import decode_message
+from meterguard.streams.decoding.formats.mapping import DEFAULT_MAPPING, MappingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "formats"

@@ -10,7 +10,12 @@ import orjson
 import pytest
 
 from meterguard.models import DeadLetter, MeteringEvent
-from streams.decode import MAX_MESSAGE_BYTES, MAX_RECORDS_PER_MESSAGE, Origin, decode_message
+from meterguard.streams.decoding.decode import (
+    MAX_MESSAGE_BYTES,
+    MAX_RECORDS_PER_MESSAGE,
+    Origin,
+    decode_message,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "formats"
 INGEST = datetime(2025, 6, 3, 14, 30, tzinfo=UTC)
@@ -101,7 +106,7 @@ def test_malformed_otlp_structure_is_dead_lettered_where_it_breaks() -> None:
 
 
 def test_agent_spans_are_ignored_unless_the_mapping_counts_them() -> None:
-    from streams.formats.mapping import MappingConfig, OtlpMapping
+    from meterguard.streams.decoding.formats.mapping import MappingConfig, OtlpMapping
 
     value = (DATA / "otlp_openai_agent.json").read_bytes()
     counting = MappingConfig(otlp=OtlpMapping(ignore_operations=frozenset()))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from meterguard.models import MeteringEvent
-from streams.decode import Origin, decode, decode_message
+from meterguard.streams.decoding.decode import Origin, decode, decode_message
 from tests.format_samples import SAMPLES, native_lines, sample
 
 INGEST = datetime(2025, 6, 3, 14, 30, tzinfo=UTC)

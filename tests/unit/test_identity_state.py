@@ -1,4 +1,4 @@
-"""Per-identity checkpoint as bytes (streams/identity_state.py)."""
+"""Per-identity checkpoint as bytes (streams/runtime/identity_state.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import orjson
 import pytest
 
-from detectors.base import Verdict
-from detectors.features import MinuteWindow
-from detectors.registry import REGISTRY
+from meterguard.detectors.base import Verdict
+from meterguard.detectors.features import MinuteWindow
+from meterguard.detectors.registry import REGISTRY
+from meterguard.streams.policy.episodes import Attribution, PolicyConfig, ScoredMinute, decide
+from meterguard.streams.runtime.identity_state import STATE_VERSION, IdentityState
 from meterguard.timeutil import MINUTE_MS
-from streams.identity_state import STATE_VERSION, IdentityState
-from streams.policy import Attribution, PolicyConfig, ScoredMinute, decide
 
 T0 = 29_000_040
 POLICY = PolicyConfig()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams.kcat_envelope import EnvelopeError, read_kcat_line
+from meterguard.streams.decoding.kcat_envelope import EnvelopeError, read_kcat_line
 
 
 def test_a_kcat_record_gives_value_headers_coordinates_and_timestamp():

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from meterguard.models import ThrottleCommand, ThrottleLimits
-from streams.operator import check_bearer, clean_text, release_audit, release_command
-from streams.throttle_feed import format_sse
+from meterguard.streams.web.operator import check_bearer, clean_text, release_audit, release_command
+from meterguard.streams.web.throttle_feed import format_sse
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 HELD = ThrottleCommand(

@@ -1,4 +1,4 @@
-"""Policy: scored minutes -> alerts and throttle commands (streams/policy.py)."""
+"""Policy: scored minutes -> alerts and throttle commands (streams/policy/episodes.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from detectors.base import Verdict
-from detectors.features import MinuteWindow
+from meterguard.detectors.base import Verdict
+from meterguard.detectors.features import MinuteWindow
 from meterguard.models import Alert, ThrottleCommand
-from meterguard.timeutil import MINUTE_MS
-from streams.policy import (
+from meterguard.streams.policy.episodes import (
     Attribution,
     Baseline,
     EnvironmentPolicy,
@@ -24,6 +23,7 @@ from streams.policy import (
     episode_from_dict,
     episode_to_dict,
 )
+from meterguard.timeutil import MINUTE_MS
 
 T0 = 29_000_040  # epoch minute, 2025-02-20T13:00Z
 LATENESS_MS = 10_000

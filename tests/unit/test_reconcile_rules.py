@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from streams.reconcile import (
+from meterguard.streams.offline.reconcile import (
     HOUR_MS,
     MINUTE_MS,
     Ledger,
@@ -170,7 +170,7 @@ def test_stats_and_metrics_mismatches_are_reported():
 
 
 def test_ignored_non_metering_records_are_reported_by_format_not_mismatched():
-    from streams.reconcile_run import summary_lines
+    from meterguard.streams.offline.reconcile_run import summary_lines
 
     ledger, _ = ledger_of(("a", T0 + 1_000))
     report = reconcile(

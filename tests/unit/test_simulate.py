@@ -1,4 +1,4 @@
-"""Behaviour of the synthetic metering-traffic generator (streams/simulate.py)."""
+"""Behaviour of the synthetic metering-traffic generator (streams/simulation/simulate.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.simulate import (
+from meterguard.streams.simulation.simulate import (
     ALL_INCIDENT_KINDS,
     INCIDENT_EFFECTS,
     MODELS,
@@ -288,8 +288,9 @@ def test_unknown_incident_kind_is_rejected():
 # -- the classic world is frozen -----------------------------------------------------------------
 
 # sha256 over `orjson.dumps(event) + b"\n"` for every event of generate(cfg), computed with
-# streams/simulate.py as committed at fe64bef (before incident kinds and traps were added), by
-# running the digest loop of `classic_digest` below against that file. Key order counts.
+# streams/simulate.py as committed at fe64bef (before incident kinds and traps were added;
+# now streams/simulation/), by running the digest loop of `classic_digest` below against that
+# file. Key order counts.
 CLASSIC_DIGESTS = {
     "default": "1391e9386ce7e16785311d572c22e67d90ecebbc1cf5ded29ae8872131d22b2d",
     "small": "75f0c5255c8e68803c502a2ce08e5d19af3b56932fa5c54a4f5acee651a9bb54",

@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from sinks.base import (
+from meterguard.sinks.base import (
     Ack,
     Delivered,
     Failed,

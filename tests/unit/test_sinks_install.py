@@ -1,4 +1,4 @@
-"""install_delivery (streams/delivery.py): wiring only, nothing is started here."""
+"""install_delivery (streams/delivery/deliverer.py): wiring only, nothing is started here."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import faust
 import pytest
 import redis.asyncio as aioredis
 
-from sinks.slack_api import SlackApiSink
-from streams.delivery import install_delivery
-from streams.policy import PolicyConfig
-from streams.settings import Settings
+from meterguard.sinks.slack_api import SlackApiSink
+from meterguard.streams.delivery.deliverer import install_delivery
+from meterguard.streams.policy.episodes import PolicyConfig
+from meterguard.streams.settings import Settings
 
 
 def settings(**values) -> Settings:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sinks.routing import AlertFilter, RoutingConfig, WebhookRoute, destinations, public_url
-from streams.policy import PolicyConfig
+from meterguard.sinks.routing import (
+    AlertFilter,
+    RoutingConfig,
+    WebhookRoute,
+    destinations,
+    public_url,
+)
+from meterguard.streams.policy.episodes import PolicyConfig
 from tests.unit.sink_alerts import make_alert
 
 
@@ -136,7 +142,7 @@ def test_destination_names_and_keys_carry_no_secrets():
 def test_the_shipped_example_policy_loads_and_names_its_routes():
     from pathlib import Path
 
-    from streams.policy import PolicyConfig
+    from meterguard.streams.policy.episodes import PolicyConfig
 
     example = Path(__file__).parents[2] / "deploy" / "meterguard.yaml"
     policy = PolicyConfig.load(str(example))

@@ -6,8 +6,8 @@ import httpx
 import orjson
 import pytest
 
-from sinks.base import Delivered, Failed, Retry
-from sinks.slack import SlackSink, digest_message, latest_per_episode, plan_messages
+from meterguard.sinks.base import Delivered, Failed, Retry
+from meterguard.sinks.slack import SlackSink, digest_message, latest_per_episode, plan_messages
 from tests.unit.sink_alerts import HOSTILE, make_alert
 
 URL = "https://hooks.slack.com/services/T000/B000/XXXX"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from sinks.base import Delivered, Failed, Retry
-from sinks.routing import RoutingConfig, SlackApi, destinations
-from sinks.slack_api import MemoryThreadStore, SlackApiSink, thread_key
-from streams.embedded import free_port
+from meterguard.sinks.base import Delivered, Failed, Retry
+from meterguard.sinks.routing import RoutingConfig, SlackApi, destinations
+from meterguard.sinks.slack_api import MemoryThreadStore, SlackApiSink, thread_key
+from meterguard.streams.tools.embedded import free_port
 from tests.slack_emulator import SlackEmulator
 from tests.unit.sink_alerts import HOSTILE, make_alert
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from sinks.base import Delivered, Failed, Retry
-from sinks.webhook import WebhookSink, webhook_body
+from meterguard.sinks.base import Delivered, Failed, Retry
+from meterguard.sinks.webhook import WebhookSink, webhook_body
 from tests.unit.sink_alerts import make_alert
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from meterguard.models import Alert
-from sinks.slack_format import alert_message, escape_mrkdwn
+from meterguard.sinks.slack_format import alert_message, escape_mrkdwn
 
 T = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

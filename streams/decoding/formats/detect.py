@@ -1,0 +1,92 @@
+"""Which format one message is in: Kafka headers first, then the parsed content (pure).
+
+Headers are the producer's own statement and cost nothing to read, so they decide when they
+say anything; the content is only sniffed when they do not. Rules, first match wins:
+
+1. header `mg-format`: `native`, `cloudevents`, `otlp`, `openai` or `litellm` (anything else
+   is refused: the producer asked for something we do not read);
+2. header `ce_specversion`: a CloudEvents Kafka binary-mode record (the value is the data);
+3. header `content-type`: `application/cloudevents+json` (structured),
+   `application/cloudevents-batch+json` (batch); other CloudEvents encodings and protobuf
+   (OTLP's default Kafka encoding) are refused with a reason;
+4. content, when it is JSON: an array whose first element has `specversion` is a
+   CloudEvents batch; an object with `event_id` is native (so native input never changes
+   meaning); `resourceSpans` -> OTLP traces; `specversion` -> CloudEvents structured;
+   `startTime` with `request_id` or `response_cost` -> a LiteLLM spend-log row or standard
+   logging payload; `id`, `model` and a `usage` object -> an OpenAI-style response;
+5. anything else is read as native (which dead-letters what is not a native event).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from meterguard.streams.decoding.formats.common import Headers
+
+NATIVE = "native"
+CLOUDEVENTS = "cloudevents"
+CLOUDEVENTS_BATCH = "cloudevents-batch"
+CLOUDEVENTS_BINARY = "cloudevents-binary"
+OTLP = "otlp"
+OPENAI = "openai"
+LITELLM = "litellm"
+UNKNOWN = "unknown"  # the content could not be parsed, and no header said what it was
+
+_NAMED = {NATIVE, CLOUDEVENTS, OTLP, OPENAI, LITELLM}
+_PROTOBUF = {"application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf"}
+
+
+@dataclass(frozen=True)
+class Detected:
+    format: str | None  # None: the headers leave it to the content
+    refused: str = ""  # set when the headers name something this decoder does not read
+
+
+def by_headers(headers: Headers) -> Detected:
+    named = headers.get("mg-format")
+    if named is not None:
+        name = named.strip().lower()
+        if name not in _NAMED:
+            return Detected(UNKNOWN, f"mg-format header {named[:64]!r} names no known format")
+        if name == CLOUDEVENTS and "ce_specversion" in headers:
+            return Detected(CLOUDEVENTS_BINARY)
+        return Detected(name)  # cloudevents: the content says structured (object) or batch
+    if "ce_specversion" in headers:
+        return Detected(CLOUDEVENTS_BINARY)
+    content_type = _media_type(headers.get("content-type", ""))
+    if content_type == "application/cloudevents+json":
+        return Detected(CLOUDEVENTS)
+    if content_type == "application/cloudevents-batch+json":
+        return Detected(CLOUDEVENTS_BATCH)
+    if content_type.startswith(("application/cloudevents+", "application/cloudevents-batch+")):
+        return Detected(CLOUDEVENTS, f"CloudEvents encoding {content_type!r} is not read")
+    if content_type in _PROTOBUF:
+        return Detected(UNKNOWN, f"{content_type} is not read: export OTLP as JSON (otlp_json)")
+    return Detected(None)
+
+
+def by_content(doc: Any, hint: str | None = None) -> str:
+    """The format of parsed JSON; `hint` narrows `cloudevents` to structured or batch."""
+    if hint == CLOUDEVENTS:
+        return CLOUDEVENTS_BATCH if isinstance(doc, list) else CLOUDEVENTS
+    if hint is not None:
+        return hint
+    if isinstance(doc, list):
+        head = doc[0] if doc else None
+        return CLOUDEVENTS_BATCH if isinstance(head, dict) and "specversion" in head else NATIVE
+    if not isinstance(doc, dict) or "event_id" in doc:
+        return NATIVE
+    if "resourceSpans" in doc:
+        return OTLP
+    if "specversion" in doc:
+        return CLOUDEVENTS
+    if "startTime" in doc and ("request_id" in doc or "response_cost" in doc):
+        return LITELLM
+    if isinstance(doc.get("usage"), dict) and "id" in doc and "model" in doc:
+        return OPENAI
+    return NATIVE
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()

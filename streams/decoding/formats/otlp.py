@@ -1,0 +1,279 @@
+"""OpenTelemetry GenAI spans in OTLP/JSON (`resourceSpans`) -> one native document per call.
+
+A span is a metering record when it carries any `gen_ai.*` attribute and its
+`gen_ai.operation.name` is not one the mapping ignores (agent spans by default: they wrap,
+and often repeat, their children's usage). Other spans (HTTP, DB, app code) are counted as
+`ignored`, not dead letters. A GenAI span that cannot be used (bad ids or time, no identity)
+is a dead letter of its own, with the span's JSON as raw; its siblings are unaffected.
+
+- `otel-<traceId>-<spanId>` (lower-case hex) -> event_id: stable across re-exports
+- `endTimeUnixNano` -> event_time: usage is known, and billed, when the call ends
+- `endTimeUnixNano - startTimeUnixNano` -> latency_ms
+- `gen_ai.operation.name` `execute_tool` -> kind `tool.call` (else `llm.call`); -> operation
+- `gen_ai.usage.input_tokens`, else `gen_ai.usage.prompt_tokens` -> input_tokens
+- `gen_ai.usage.output_tokens`, else `gen_ai.usage.completion_tokens` -> output_tokens
+- `gen_ai.usage.cache_read.input_tokens` (current), `gen_ai.usage.cache_read_input_tokens`,
+  `gen_ai.usage.cached_tokens` -> cached_tokens
+- `gen_ai.response.model`, else `gen_ai.request.model` -> model
+- `gen_ai.provider.name`, else `gen_ai.system` -> provider; `gen_ai.tool.name` -> tool_name
+- `status.code` 2 or an `error.type` attribute -> status error; `error.type` -> error_type
+- `traceId`, `spanId`, `parentSpanId` -> trace_id, span_id, parent_span_id
+- mapping `identity`: `gen_ai.agent.id`, `gen_ai.agent.name`, `resource:service.name`
+- mapping `team`: `meterguard.team`; `environment`: `meterguard.environment`,
+  `deployment.environment.name`, `deployment.environment`; `cost_usd`: `gen_ai.usage.cost`
+
+Attribute lookups by bare name inherit down the trace: a tool span without `gen_ai.agent.name`
+is attributed to the agent span above it in the same export.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from meterguard.streams.decoding.formats.common import (
+    Headers,
+    Normalised,
+    Record,
+    Unusable,
+    apply_mapping,
+    as_raw,
+    build,
+    dead,
+    put,
+    require_identity,
+)
+from meterguard.streams.decoding.formats.mapping import OtlpMapping
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_DIGITS = re.compile(r"-?[0-9]{1,19}")
+_MAX_ANCESTORS = 64  # a parent chain longer than any real trace (and a guard against cycles)
+_MAX_VALUE_DEPTH = 8
+Attrs = dict[str, Any]
+SpanIndex = dict[tuple[Any, Any], tuple[Attrs, Any]]  # (traceId, spanId) -> (attrs, parent)
+
+
+def normalise(
+    doc: dict[str, Any], raw: bytes, mapping: OtlpMapping, headers: Headers
+) -> Normalised:
+    out = Normalised()
+    spans: list[tuple[dict[str, Any], Attrs, Attrs]] = []  # (span, its attributes, resource)
+    for resource_spans in _list(doc.get("resourceSpans"), "resourceSpans", out, raw):
+        if not isinstance(resource_spans, dict):
+            out.records.append(dead(as_raw(resource_spans), "invalid_record", "not an object"))
+            continue
+        try:
+            resource = _attributes(dig_dict(resource_spans, "resource").get("attributes"))
+        except Unusable as exc:
+            out.records.append(dead(as_raw(resource_spans), exc.reason, exc.error))
+            continue
+        for scope in _list(resource_spans.get("scopeSpans"), "scopeSpans", out, resource_spans):
+            if not isinstance(scope, dict):
+                out.records.append(dead(as_raw(scope), "invalid_record", "not an object"))
+                continue
+            for span in _list(scope.get("spans"), "spans", out, scope):
+                if not isinstance(span, dict):
+                    out.records.append(dead(as_raw(span), "invalid_record", "not an object"))
+                    continue
+                try:
+                    spans.append((span, _attributes(span.get("attributes")), resource))
+                except Unusable as exc:
+                    out.records.append(dead(as_raw(span), exc.reason, exc.error))
+    by_id = {
+        (s.get("traceId"), s.get("spanId")): (attrs, s.get("parentSpanId")) for s, attrs, _ in spans
+    }
+    for span, attrs, resource in spans:
+        genai = any(key.startswith("gen_ai.") for key in attrs)
+        if not genai or attrs.get("gen_ai.operation.name") in mapping.ignore_operations:
+            out.ignored += 1
+        else:
+            out.records.append(_span_record(span, attrs, resource, by_id, mapping, headers))
+    return out
+
+
+def _span_record(
+    span: dict[str, Any],
+    attrs: Attrs,
+    resource: Attrs,
+    by_id: SpanIndex,
+    mapping: OtlpMapping,
+    headers: Headers,
+) -> Record:
+    def make() -> dict[str, Any]:
+        trace_id = _hex_id(span.get("traceId"), 16, "traceId")
+        span_id = _hex_id(span.get("spanId"), 8, "spanId")
+        parent = span.get("parentSpanId") or None
+        parent_id = _hex_id(parent, 8, "parentSpanId") if parent else None
+        end = _nanos(span.get("endTimeUnixNano"), "endTimeUnixNano")
+        start = _nanos_or_none(span.get("startTimeUnixNano"))
+        operation = attrs.get("gen_ai.operation.name")
+        status = span.get("status")
+        code = status.get("code") if isinstance(status, dict) else None
+        failed = code in (2, "2", "STATUS_CODE_ERROR") or "error.type" in attrs
+        doc = put(
+            {},
+            event_id=f"otel-{trace_id}-{span_id}",
+            event_time=_instant(end),
+            kind="tool.call" if operation == "execute_tool" else None,
+            input_tokens=_get(attrs, *_keys("input_tokens", "prompt_tokens")),
+            output_tokens=_get(attrs, *_keys("output_tokens", "completion_tokens")),
+            cached_tokens=_get(
+                attrs, *_keys("cache_read.input_tokens", "cache_read_input_tokens", "cached_tokens")
+            ),
+            model=_get(attrs, "gen_ai.response.model", "gen_ai.request.model"),
+            provider=_get(attrs, "gen_ai.provider.name", "gen_ai.system"),
+            operation=operation,
+            tool_name=attrs.get("gen_ai.tool.name"),
+            status="error" if failed else None,
+            error_type=attrs.get("error.type"),
+            latency_ms=(end - start) / 1e6 if start is not None and end >= start else None,
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_span_id=parent_id,
+        )
+        lookup = _inherited(span, attrs, resource, by_id)
+        apply_mapping(doc, mapping, lookup, headers)
+        return require_identity(doc, mapping.identity)
+
+    return build(as_raw(span), make)
+
+
+def _inherited(
+    span: dict[str, Any], attrs: Attrs, resource: Attrs, by_id: SpanIndex
+) -> Callable[[str], Any]:
+    def lookup(path: str) -> Any:
+        if path.startswith("resource:"):
+            return resource.get(path[len("resource:") :])
+        if path.startswith("span:"):
+            return attrs.get(path[len("span:") :])
+        if attrs.get(path) is not None:
+            return attrs[path]
+        trace, parent, seen = span.get("traceId"), span.get("parentSpanId"), 0
+        while parent and seen < _MAX_ANCESTORS:
+            found = by_id.get((trace, parent))
+            if found is None:
+                break
+            above, parent = found
+            if above.get(path) is not None:
+                return above[path]
+            seen += 1
+        return resource.get(path)
+
+    return lookup
+
+
+def _keys(*names: str) -> tuple[str, ...]:
+    return tuple(f"gen_ai.usage.{name}" for name in names)
+
+
+def _get(attrs: Attrs, *names: str) -> Any:
+    for name in names:
+        if attrs.get(name) not in (None, ""):
+            return attrs[name]
+    return None
+
+
+def dig_dict(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Unusable("invalid_record", f"{key}: expected an object")
+    return value
+
+
+def _list(value: Any, name: str, out: Normalised, parent: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        out.records.append(dead(as_raw(parent), "invalid_record", f"{name}: expected an array"))
+        return []
+    return value
+
+
+def _attributes(items: Any) -> Attrs:
+    """OTLP/JSON key-value list -> plain dict (the first of a repeated key wins)."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise Unusable("invalid_record", "attributes: expected an array")
+    out: Attrs = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("key"), str) and item["key"] not in out:
+            out[item["key"]] = _value(item.get("value"), 0)
+    return out
+
+
+def _value(value: Any, depth: int) -> Any:
+    """An AnyValue as Python; malformed numbers stay text so validation names the field."""
+    if not isinstance(value, dict) or depth > _MAX_VALUE_DEPTH:
+        return None
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        number = value["intValue"]
+        if isinstance(number, str) and _DIGITS.fullmatch(number):
+            return int(number)
+        return number
+    if "doubleValue" in value:
+        number = value["doubleValue"]
+        return float(number) if isinstance(number, int | float) else number
+    if "boolValue" in value:
+        return value["boolValue"]
+    if "arrayValue" in value and isinstance(value["arrayValue"], dict):
+        items = value["arrayValue"].get("values")
+        return [_value(v, depth + 1) for v in items] if isinstance(items, list) else None
+    if "kvlistValue" in value and isinstance(value["kvlistValue"], dict):
+        items = value["kvlistValue"].get("values")
+        if isinstance(items, list):
+            return {
+                i["key"]: _value(i.get("value"), depth + 1)
+                for i in items
+                if isinstance(i, dict) and isinstance(i.get("key"), str)
+            }
+    return value.get("bytesValue")
+
+
+def _hex_id(value: Any, size: int, name: str) -> str:
+    """OTLP/JSON ids are hex; some exporters send protobuf-JSON base64 instead: accept both."""
+    if isinstance(value, str):
+        if len(value) == 2 * size and _HEX.fullmatch(value):
+            if int(value, 16) != 0:
+                return value.lower()
+        else:
+            try:
+                decoded = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                decoded = b""
+            if len(decoded) == size and any(decoded):
+                return decoded.hex()
+    raise Unusable("invalid_event", f"{name}: expected {2 * size} hex digits, not all zero")
+
+
+def _instant(nanos: int) -> datetime:
+    try:
+        return _EPOCH + timedelta(microseconds=nanos // 1000)
+    except OverflowError as exc:
+        raise Unusable("invalid_event", f"endTimeUnixNano {nanos} is out of range") from exc
+
+
+def _nanos(value: Any, name: str) -> int:
+    nanos = _nanos_or_none(value)
+    if nanos is None or nanos <= 0:
+        raise Unusable("invalid_event", f"{name}: expected a positive integer of nanoseconds")
+    return nanos
+
+
+def _nanos_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    return None

@@ -1,0 +1,248 @@
+"""The batch path shared by the Faust worker and `meterguard replay`.
+
+    events -> WindowStore.ingest (dedupe + windows, atomic per identity)
+           -> score every newly final minute (detectors, pure) -> policy (pure)
+           -> Pipeline.apply_throttles (gateway keys; drops commands the feed refuses)
+           -> caller publishes alerts / commands -> Pipeline.commit (checkpoint, counters)
+
+Publishing happens before the checkpoint: a crash in between re-scores the same minutes
+on redelivery and re-publishes the same ids (at-least-once, never a lost alert). The gateway
+keys are written before publishing so Kafka carries exactly the commands Redis accepted
+(a redelivered command that is already held is accepted again, so a crash loses none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from meterguard.detectors.features import EventFacts, MinuteWindow
+from meterguard.models import Alert, MeteringEvent, ThrottleCommand
+from meterguard.streams.policy.episodes import Attribution, PolicyConfig, ScoredMinute, decide
+from meterguard.streams.runtime.identity_state import IdentityState
+from meterguard.streams.store.window_store import (
+    IngestResult,
+    SpanLink,
+    SpanPlace,
+    StateCommit,
+    WindowStore,
+)
+from meterguard.timeutil import MINUTE_MS
+
+
+@dataclass(frozen=True)
+class EventScores:
+    """Detector scores for one identity as of just after one input event."""
+
+    event: MeteringEvent
+    status: str  # "new", "duplicate" or "late"
+    scores: dict[str, float]
+
+
+@dataclass
+class BatchOutcome:
+    alerts: list[Alert] = field(default_factory=list)
+    commands: list[ThrottleCommand] = field(default_factory=list)
+    scores: list[EventScores] = field(default_factory=list)  # in input order
+    commits: list[StateCommit] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # (identity, epoch hour of event time) -> [tokens, cost in nano-USD] of counted events:
+    # the dashboard's and demo's rankings of recent activity.
+    usage_by_hour: dict[tuple[str, int], list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0])
+    )
+
+
+HOUR_MS = 60 * MINUTE_MS
+_STATUS = {"n": "new", "d": "duplicate", "l": "late"}
+
+
+class Pipeline:
+    def __init__(self, store: WindowStore, policy: PolicyConfig) -> None:
+        self.store = store
+        self.policy = policy
+        self.lateness_ms = store.config.allowed_lateness_s * 1000
+
+    async def process(self, events: list[MeteringEvent]) -> BatchOutcome:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, event in enumerate(events):
+            groups[event.identity].append(index)
+        traced = [i for i, e in enumerate(events) if _linkable(e)]
+        results, places = await asyncio.gather(
+            self.store.ingest(
+                {identity: [events[i] for i in idx] for identity, idx in groups.items()}
+            ),
+            self.store.link_spans([_span(events[i]) for i in traced]) if traced else _nothing(),
+        )
+        place_of = dict(zip(traced, places, strict=True))
+        outcome = BatchOutcome()
+        per_event: list[EventScores | None] = [None] * len(events)
+        for identity, indices in groups.items():
+            mine = [events[i] for i in indices]
+            spans = [place_of.get(i) for i in indices]
+            scored = self._score_identity(identity, mine, spans, results[identity], outcome)
+            for i, item in zip(indices, scored, strict=True):
+                per_event[i] = item
+        outcome.scores = [s for s in per_event if s is not None]
+        return outcome
+
+    async def apply_throttles(self, outcome: BatchOutcome, now: datetime) -> None:
+        """Write the gateway keys; keep in `outcome.commands` only what the feed accepted
+        (a block is not weakened by another alert's throttle, an operator release sticks)."""
+        accepted = await self.store.apply_throttles(outcome.commands, now)
+        refused = len(outcome.commands) - len(accepted)
+        if refused:
+            outcome.stats["commands_superseded"] += refused
+        outcome.commands = accepted
+
+    async def commit(self, outcome: BatchOutcome, now: datetime) -> list[str]:
+        return await self.store.commit(
+            outcome.commits,
+            outcome.stats,
+            outcome.usage_by_hour,
+            outcome.alerts,
+        )
+
+    def _score_identity(
+        self,
+        identity: str,
+        events: list[MeteringEvent],
+        spans: list[SpanPlace | None],
+        result: IngestResult,
+        out: BatchOutcome,
+    ) -> list[EventScores]:
+        state = IdentityState.from_bytes(result.state)
+        context = self.policy.context_for(identity)
+        for detector in state.filters.values():
+            detector.detector.configure(context)
+        rows = list(result.rows)
+        if rows and result.scored_through is not None:
+            state.skipped_minutes += rows[0].minute - result.scored_through - 1
+        # Minutes final before this batch: their checkpoint never landed (a crash or a lost
+        # race), so they are scored again now, with no closing event of their own.
+        while rows and result.final_before is not None and rows[0].minute <= result.final_before:
+            self._score_minute(identity, state, rows.pop(0), None, out)
+        closes = {c.event_index: c.minute for c in result.closes}
+        scored: list[EventScores] = []
+        for i, event in enumerate(events):
+            status = _STATUS[result.status[i]]
+            if status != "duplicate":
+                usage = out.usage_by_hour[identity, event.event_time_ms // HOUR_MS]
+                usage[0] += event.input_tokens + event.output_tokens
+                usage[1] += event.cost_nano_usd
+                state.who = _attribution(event, state.who)
+            final_minute = closes.get(i)
+            while final_minute is not None and rows and rows[0].minute <= final_minute:
+                self._score_minute(identity, state, rows.pop(0), event, out)
+            if status != "duplicate":  # after the minutes it closed: it belongs to a later one
+                facts = event_facts(event, spans[i])
+                for detector in state.filters.values():
+                    detector.detector.observe_one(facts)
+            # No copy: _score_minute replaces the dict instead of changing it in place.
+            scored.append(EventScores(event, status, state.last_scores))
+        while rows:  # defensive: rows the closes did not account for
+            self._score_minute(identity, state, rows.pop(0), None, out)
+        out.stats["events_new"] += result.new
+        out.stats["events_duplicate"] += result.duplicates
+        out.stats["events_late"] += result.late
+        # Checkpoint whenever something was learnt: a closed minute, or new events observed
+        # by event-level detectors (they are duplicates on any later delivery).
+        if (
+            result.final_through is not None
+            and result.scored_through is not None
+            and (result.final_through > result.scored_through or result.new or result.late)
+        ):
+            out.commits.append(
+                StateCommit(
+                    identity,
+                    result.scored_through,
+                    # A new identity's final minute can still lie before its first (scored
+                    # from) minute: never move the scored pointer backwards.
+                    max(result.scored_through, result.final_through),
+                    state.to_bytes(),
+                )
+            )
+        return scored
+
+    def _score_minute(
+        self,
+        identity: str,
+        state: IdentityState,
+        window: MinuteWindow,
+        closer: MeteringEvent | None,
+        out: BatchOutcome,
+    ) -> None:
+        # Ids and versions use the moment the minute became final in event time, which does
+        # not depend on which event (or which batch, after a crash) happened to close it.
+        final_ms = (window.minute + 1) * MINUTE_MS + self.lateness_ms
+        closer_ms = closer.event_time_ms if closer is not None else final_ms
+        baseline = state.baseline()
+        scores = dict(state.last_scores)  # a new dict per minute: events keep their snapshot
+        for name, detector in state.filters.items():
+            verdict = detector.process(window)
+            scores[name] = round(verdict.score, 6)
+            minute = ScoredMinute(
+                identity, name, window, verdict, state.who, baseline, final_ms, closer_ms
+            )
+            decision = decide(self.policy, minute, state.episodes.get(name))
+            state.episodes[name] = decision.episode
+            out.alerts.extend(decision.alerts)
+            out.commands.extend(decision.commands)
+        state.last_scores = scores
+        out.stats["minutes_scored"] += 1
+
+
+def _attribution(event: MeteringEvent, current: Attribution) -> Attribution:
+    if event.team is None and event.environment is None:
+        return current
+    return Attribution(
+        team=event.team or current.team, environment=event.environment or current.environment
+    )
+
+
+def _linkable(event: MeteringEvent) -> bool:
+    ids = (event.trace_id or "", event.span_id or "", event.parent_span_id or "")
+    return bool(event.trace_id and event.span_id) and not any(
+        "\t" in part or "\n" in part for part in ids
+    )
+
+
+def _span(event: MeteringEvent) -> SpanLink:
+    return SpanLink(
+        event.trace_id or "",
+        event.span_id or "",
+        event.parent_span_id,
+        event.identity,
+        event.cost_nano_usd,
+    )
+
+
+async def _nothing() -> list[SpanPlace]:
+    return []
+
+
+def event_facts(event: MeteringEvent, span: SpanPlace | None = None) -> EventFacts:
+    fingerprint = event.request_fingerprint
+    if fingerprint is None and event.status == "error":
+        # No fingerprint: the failing operation stands in for "the same request".
+        fingerprint = f"op:{event.operation or ''}|{event.endpoint or ''}|{event.model or ''}"
+    return EventFacts(
+        time_ms=event.event_time_ms,
+        minute=event.event_time_ms // MINUTE_MS,
+        is_error=event.status == "error",
+        fingerprint=fingerprint,
+        model=event.model,
+        workload=event.workload,
+        source=event.source,
+        credential_id=event.credential_id,
+        caller=event.caller_identity,
+        tokens=event.input_tokens + event.output_tokens,
+        cost_nano_usd=event.cost_nano_usd,
+        depth=span.depth if span else None,
+        cycle=span.cycle if span else False,
+        fanout=span.fanout if span else 0,
+        trace_root=span.root if span else None,
+        trace_cost_nano_usd=span.trace_cost_nano_usd if span else 0,
+    )

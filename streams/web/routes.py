@@ -1,0 +1,210 @@
+"""HTTP routes served by every worker (Faust's web server, port MG_WEB_PORT).
+
+Liveness, readiness, the throttle feed (list, one identity, SSE stream of changes), recent
+alerts and the audit trail straight from Redis, so any worker answers for all identities;
+/metrics is this process's Prometheus counters. The one state-changing route, the operator
+release, needs the bearer token and is audited (Redis list + audit topic + log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import faust
+import orjson
+import redis.exceptions
+from aiohttp import web as aioweb
+
+from meterguard.models import utc_now
+from meterguard.streams import metrics
+from meterguard.streams.settings import Settings
+from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.web import operator
+from meterguard.streams.web.dashboard import register_dashboard_routes
+from meterguard.streams.web.throttle_feed import CLOSED, ThrottleFeed, format_sse
+
+log = logging.getLogger("meterguard.web")
+MAX_ALERTS = 500
+KEEPALIVE_S = 15.0
+MAX_BODY = 16_384
+
+
+def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> None:
+    feed = ThrottleFeed(store.redis, store.throttle_channel)
+    register_dashboard_routes(app, store)  # GET /, its static files and JSON
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stub wants signal=
+    async def _end_streams(app: faust.App, **kwargs: Any) -> None:
+        await feed.close()  # open SSE streams would otherwise hold the web server's shutdown
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        redis_ok = False
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            redis_ok = bool(await store.redis.ping())
+        broker_ok = bool(app.producer.started) if app.producer else False  # type: ignore[attr-defined]
+        ready = redis_ok and broker_ok
+        body = {"status": "ready" if ready else "not ready", "redis": redis_ok, "broker": broker_ok}
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        await _refresh_gauges(app, store)
+        return web.text(metrics.exposition().decode(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/api/throttles")
+    async def throttles(web: Any, request: Any) -> Any:
+        commands = await store.active_throttles()
+        return web.json([c.model_dump(mode="json") for c in commands])
+
+    # Registered before /api/throttles/{identity}: aiohttp matches routes in order.
+    @app.page("/api/throttles/stream")
+    async def stream(web: Any, request: Any) -> Any:
+        queue = await feed.subscribe()  # before the snapshot, so no change falls in between
+        metrics.SSE_CLIENTS.inc()
+        response = aioweb.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx and friends must not buffer the stream
+            }
+        )
+        try:
+            await response.prepare(request)
+            snapshot = await store.active_throttles()
+            for command in snapshot:
+                data = command.model_dump_json()
+                await response.write(format_sse("command", data, command.version))
+            await response.write(
+                format_sse("ready", orjson.dumps({"count": len(snapshot)}).decode())
+            )
+            while True:
+                try:
+                    frame = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if frame is CLOSED:
+                    break
+                await response.write(frame)  # formatted once by the feed, for every client
+        except (ConnectionResetError, redis.exceptions.RedisError) as exc:
+            log.info("SSE stream ended: %s", exc)
+        finally:
+            feed.unsubscribe(queue)
+            metrics.SSE_CLIENTS.dec()
+        return response
+
+    @app.page("/api/throttles/{identity}/release")
+    class Release(faust.web.View):
+        async def post(self, request: Any, identity: str) -> Any:
+            refusal = operator.check_bearer(
+                request.headers.get("Authorization"), settings.api_token
+            )
+            if refusal is not None:
+                headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
+                return self.json({"error": refusal.error}, status=refusal.status, headers=headers)
+            body = await _json_body(request)
+            if body is None:
+                return self.json({"error": "body must be a JSON object (or empty)"}, status=400)
+            actor = (
+                operator.clean_text(request.headers.get("X-Meterguard-Actor"), operator.MAX_ACTOR)
+                or "operator"
+            )
+            reason = operator.clean_text(body.get("reason"), operator.MAX_REASON)
+            held = await store.active_throttle(identity)
+            if held is None:
+                return self.json({"error": f"no active command for {identity!r}"}, status=404)
+            release = operator.release_command(held, utc_now(), actor, reason)
+            done = await store.release_by_operator(held, release)
+            if done == 0:
+                return self.json({"error": f"no active command for {identity!r}"}, status=404)
+            if done < 0:
+                return self.json(
+                    {"error": "the active command changed meanwhile; read it again"}, status=409
+                )
+            audit = operator.release_audit(held, release, actor, reason, request.remote)
+            await store.record_audit(audit)
+            log.warning(
+                "AUDIT %s released %s (command %s) for %r: %s",
+                actor,
+                held.identity,
+                held.command_id,
+                identity,
+                reason or "no reason given",
+            )
+            metrics.OPERATOR_ACTIONS.labels("throttle.release").inc()
+            producer = app.producer
+            key = identity.encode()
+            await producer.send(
+                settings.topic_throttle, key, release.model_dump_json().encode(), None, None, None
+            )
+            await producer.send(
+                settings.topic_audit, key, audit.model_dump_json().encode(), None, None, None
+            )
+            await producer.flush()
+            return self.json(release.model_dump(mode="json"))
+
+    @app.page("/api/audit")
+    async def audit(web: Any, request: Any) -> Any:
+        limit = _limit(request)
+        if limit is None:
+            return web.json({"error": f"limit must be between 1 and {MAX_ALERTS}"}, status=400)
+        return web.json(await store.recent_audit(limit))
+
+    @app.page("/api/throttles/{identity}")
+    async def throttle(web: Any, request: Any, identity: str) -> Any:
+        command = await store.active_throttle(identity)
+        if command is None:
+            return web.json({"error": f"no active command for {identity!r}"}, status=404)
+        return web.json(command.model_dump(mode="json"))
+
+    @app.page("/api/alerts")
+    async def alerts(web: Any, request: Any) -> Any:
+        limit = _limit(request)
+        if limit is None:
+            return web.json(
+                {"error": f"limit must be a whole number between 1 and {MAX_ALERTS}"}, status=400
+            )
+        return web.json(await store.recent_alerts(limit))
+
+
+async def _refresh_gauges(app: faust.App, store: WindowStore) -> None:
+    """Gauges read at scrape time: active throttles (Redis) and this worker's consumer lag."""
+    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        metrics.THROTTLES_ACTIVE.set(len(await store.active_throttles()))
+    consumer = app.consumer
+    with contextlib.suppress(Exception):  # no assignment yet, or a rebalance under way
+        for tp in consumer.assignment():
+            highwater, position = consumer.highwater(tp), await consumer.position(tp)
+            if highwater is not None and position is not None:
+                lag = max(0, highwater - position)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def _limit(request: Any) -> int | None:
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        return None
+    return limit if 1 <= limit <= MAX_ALERTS else None
+
+
+async def _json_body(request: Any) -> dict[str, Any] | None:
+    """The request's JSON object; {} for an empty body; None for anything else."""
+    raw = await request.content.read(MAX_BODY + 1)
+    if not raw.strip():
+        return {}
+    if len(raw) > MAX_BODY:
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
