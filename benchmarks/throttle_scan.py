@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/throttle_scan.py [--identities 100000]
 
-`WindowStore.active_throttles` (GET /api/throttles, the SSE snapshot, the dashboard, the
+`Store.throttles.active` (GET /api/throttles, the SSE snapshot, the dashboard, the
 throttles-active gauge) SCANs for throttle keys among every identity's keys (5 per identity).
 Measured side by side on an embedded Redis: redis-py's default SCAN step vs `SCAN_COUNT`.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from meterguard.streams.store.window_store import SCAN_COUNT, StoreConfig, WindowStore
+from meterguard.streams.store import StoreConfig, build_store
+from meterguard.streams.store.keys import SCAN_COUNT
 from meterguard.streams.tools.embedded import EmbeddedRedis
 
 COMMAND = (
@@ -30,14 +31,14 @@ COMMAND = (
 async def run(identities: int, throttled: int, workdir: Path) -> None:
     with EmbeddedRedis(workdir=workdir) as server:
         client = aioredis.Redis.from_url(server.url)
-        store = WindowStore(client, StoreConfig(prefix="mg"))
+        store = build_store(client, StoreConfig(prefix="mg"))
         print(f"writing {identities * 5:,} keys…", flush=True)
         async with client.pipeline(transaction=False) as pipe:
             for i in range(identities):
                 for part in ("meta", "win", "dd", "late", "state"):
-                    pipe.set(store.key(f"id-{i}", part), "x")
+                    pipe.set(store.keys.identity_key(f"id-{i}", part), "x")
                 if i < throttled:
-                    pipe.set(store.throttle_key(f"id-{i}"), COMMAND % f"id-{i}")
+                    pipe.set(store.keys.throttle_key(f"id-{i}"), COMMAND % f"id-{i}")
             await pipe.execute()
         pattern = f"{store.config.prefix}:throttle:*"
         for label, count in (("redis-py default step (10)", None), ("SCAN_COUNT", SCAN_COUNT)):
@@ -45,9 +46,9 @@ async def run(identities: int, throttled: int, workdir: Path) -> None:
             keys = [k async for k in client.scan_iter(match=pattern, count=count)]
             print(f"  {label:<28} {len(keys)} keys in {time.perf_counter() - started:.3f} s")
         started = time.perf_counter()
-        found = await store.active_throttles()
+        found = await store.throttles.active()
         print(
-            f"  active_throttles()           {len(found)} commands in "
+            f"  throttles.active()           {len(found)} commands in "
             f"{time.perf_counter() - started:.3f} s"
         )
         await client.aclose()

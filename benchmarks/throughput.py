@@ -32,8 +32,9 @@ from meterguard.streams.decoding.decode import decode
 from meterguard.streams.offline.replay import ReplayOutputs, replay_file
 from meterguard.streams.runtime.topics import ensure_topics, topic_specs
 from meterguard.streams.settings import Settings
-from meterguard.streams.simulation.simulate import SimConfig, generate
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.simulation.config import SimConfig
+from meterguard.streams.simulation.simulate import generate
+from meterguard.streams.store import build_store
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 
 
@@ -118,7 +119,7 @@ async def bench_worker(path: Path, count: int, folder: Path) -> float:
             stderr=subprocess.STDOUT,
         )
         client = aioredis.Redis.from_url(server.url)
-        store = WindowStore(client, settings.store_config())
+        store = build_store(client, settings.store_config())
         try:
             producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
             await producer.start()
@@ -132,7 +133,7 @@ async def bench_worker(path: Path, count: int, folder: Path) -> float:
             print(f"  produced {count:,} events in {produced_s:.1f}s", flush=True)
             last = -1
             while True:
-                counted = (await store.stats()).get("events_new", 0)
+                counted = (await store.stats.pipeline_counters()).get("events_new", 0)
                 if counted >= count:
                     break
                 if counted != last:

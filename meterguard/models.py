@@ -6,7 +6,9 @@ it imports none of them.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -225,6 +227,57 @@ class Alert(BaseModel):
     team: str | None = None
     environment: str | None = None
     throttle_command_id: str | None = None
+    # The episode the alert belongs to (firing, escalation and resolution share it). Absent
+    # in alerts from before it existed: then derived from the alert itself (see below), so
+    # an old and a new alert of one episode agree.
+    episode_id: str = ""
+
+    @model_validator(mode="after")
+    def _derive_episode_id(self) -> Alert:
+        if not self.episode_id:
+            derived = _derived_episode_id(
+                self.identity, self.detector, self.evidence, self.alert_id
+            )
+            object.__setattr__(self, "episode_id", derived)
+        return self
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic 32-hex-digit id: the same parts give the same id on every replay."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+def episode_id_for(identity: str, detector: str, start_minute: object) -> str:
+    """The id of the episode of `detector` on `identity` that opened at `start_minute`.
+
+    Same key material as the Slack thread keys stored before `Alert.episode_id` existed
+    (identity, detector, start joined by 0x1f, sha256, 32 hex digits), so those still match.
+    """
+    return stable_id(identity, detector, start_minute)
+
+
+def episode_id_of(alert: Mapping[str, Any]) -> str:
+    """The episode id of an alert as a JSON document: its `episode_id`, or for an alert
+    written before that field existed, derived from identity, detector and evidence."""
+    known = alert.get("episode_id")
+    if isinstance(known, str) and known:
+        return known
+    evidence = alert.get("evidence")
+    return _derived_episode_id(
+        str(alert.get("identity")),
+        str(alert.get("detector")),
+        evidence if isinstance(evidence, Mapping) else {},
+        str(alert.get("alert_id")),
+    )
+
+
+def _derived_episode_id(
+    identity: str, detector: str, evidence: Mapping[str, Any], alert_id: str
+) -> str:
+    start = evidence.get("episode_start_minute")
+    if start is None:  # not from the episode policy: the alert is an episode of its own
+        return stable_id(identity, detector, "alert", alert_id)
+    return episode_id_for(identity, detector, start)
 
 
 def utc_now() -> datetime:

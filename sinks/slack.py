@@ -1,9 +1,10 @@
 """Slack incoming-webhook sink: one message per episode, a digest for a burst.
 
 People read Slack, so a burst must not become a wall of messages: the alerts of one episode
-(identity + detector + episode start) in one delivery batch become one message showing the
-latest state, and more than `digest_threshold` episodes in one batch become a single digest.
-The outbox holds Slack items for `slack_group_seconds` first, so a burst lands in one batch.
+(one `Alert.episode_id`: identity + detector + episode start) in one delivery batch become one
+message showing the latest state, and more than `digest_threshold` episodes in one batch become
+a single digest. The outbox holds Slack items for `slack_group_seconds` first, so a burst lands
+in one batch.
 
 As in slack_format: identities and summaries are attacker-controlled, so they only ever go
 into plain_text objects (never parsed) and the escaped fallback text.
@@ -21,7 +22,13 @@ import httpx
 from meterguard.models import Alert, utc_now
 from meterguard.sinks.base import Failed, Outcome, Retry, classify_response
 from meterguard.sinks.routing import SEVERITY_RANK
-from meterguard.sinks.slack_format import MAX_TEXT, SEVERITY_MARK, alert_message, escape_mrkdwn
+from meterguard.sinks.slack_format import (
+    MAX_TEXT,
+    SEVERITY_MARK,
+    alert_message,
+    escape_mrkdwn,
+    plain_text,
+)
 
 DIGEST_TOP = 10  # lines a digest lists before "and N more"
 MAX_LINE = 240
@@ -33,15 +40,11 @@ class Message:
     carries: tuple[int, ...]  # indices (in the delivered batch) of the alerts it reports
 
 
-def episode_key(alert: Alert) -> tuple[str, str, object]:
-    return alert.identity, alert.detector, alert.evidence.get("episode_start_minute")
-
-
 def latest_per_episode(alerts: Sequence[Alert]) -> list[tuple[Alert, tuple[int, ...]]]:
     """(latest alert, indices of all its episode's alerts), episodes in first-seen order."""
-    groups: dict[tuple[str, str, object], list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i, alert in enumerate(alerts):
-        groups.setdefault(episode_key(alert), []).append(i)
+        groups.setdefault(alert.episode_id, []).append(i)
 
     def recency(i: int) -> tuple[datetime, bool, int, int]:
         a = alerts[i]
@@ -58,10 +61,6 @@ def plan_messages(
         every = tuple(range(len(alerts)))
         return [Message(digest_message([a for a, _ in episodes], dashboard_url), every)]
     return [Message(alert_message(a, dashboard_url), idx) for a, idx in episodes]
-
-
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text[:MAX_TEXT] or " ", "emoji": False}
 
 
 def _line(alert: Alert) -> str:
@@ -89,11 +88,11 @@ def digest_message(latest: Sequence[Alert], dashboard_url: str | None = None) ->
     if rest > 0:
         listing += f"\nand {rest} more"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _plain(headline[:150])},
-        {"type": "section", "text": _plain(listing)},
+        {"type": "header", "text": plain_text(headline[:150])},
+        {"type": "section", "text": plain_text(listing)},
     ]
     if dashboard_url:
-        button = {"type": "button", "text": _plain("Open meterguard"), "url": dashboard_url}
+        button = {"type": "button", "text": plain_text("Open meterguard"), "url": dashboard_url}
         blocks.append({"type": "actions", "elements": [button]})
     return {"text": escape_mrkdwn(f"{headline}\n{listing}")[:MAX_TEXT], "blocks": blocks}
 

@@ -13,7 +13,6 @@ and the alert counts as delivered. Identities stay in plain_text blocks (see sla
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,10 +66,10 @@ class MemoryThreadStore:
 
 
 def thread_key(alert: Alert) -> str:
-    """The episode (identity + detector + start) as a fixed-size, identity-free key."""
-    start = alert.evidence.get("episode_start_minute")
-    raw = "\x1f".join((alert.identity, alert.detector, str(start)))
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    """The episode as a fixed-size, identity-free key: `Alert.episode_id`, whose key material
+    (sha256 of identity, detector and episode start) is what this key always hashed, so the
+    threads stored before `episode_id` existed are still found."""
+    return alert.episode_id
 
 
 @dataclass(frozen=True)

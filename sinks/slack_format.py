@@ -22,7 +22,8 @@ def escape_mrkdwn(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _plain(text: str) -> dict[str, Any]:
+def plain_text(text: str) -> dict[str, Any]:
+    """A Block Kit plain_text object (Slack never parses it), cut to MAX_TEXT, never empty."""
     return {"type": "plain_text", "text": text[:MAX_TEXT] or " ", "emoji": False}
 
 
@@ -32,24 +33,26 @@ def alert_message(alert: Alert, dashboard_url: str | None = None) -> dict[str, A
     state = "resolved" if alert.status == "resolved" else alert.severity
     headline = f"{mark} {state.upper()} · {alert.detector.replace('_', ' ')} · {alert.identity}"
     fields = [
-        _plain(f"Identity: {alert.identity}"),
-        _plain(f"Team: {alert.team or '–'}"),
-        _plain(f"Environment: {alert.environment or '–'}"),
-        _plain(f"Score: {alert.score:.2f}"),
+        plain_text(f"Identity: {alert.identity}"),
+        plain_text(f"Team: {alert.team or '–'}"),
+        plain_text(f"Environment: {alert.environment or '–'}"),
+        plain_text(f"Score: {alert.score:.2f}"),
     ]
     window = f"{alert.window_start:%Y-%m-%d %H:%M}–{alert.window_end:%H:%M} UTC"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _plain(headline[:150])},
-        {"type": "section", "text": _plain(alert.summary)},
+        {"type": "header", "text": plain_text(headline[:150])},
+        {"type": "section", "text": plain_text(alert.summary)},
         {"type": "section", "fields": fields},
-        {"type": "context", "elements": [_plain(f"{window} · alert {alert.alert_id}")]},
+        {"type": "context", "elements": [plain_text(f"{window} · alert {alert.alert_id}")]},
     ]
     if dashboard_url:
         link = f"{dashboard_url.rstrip('/')}/?identity={quote(alert.identity, safe='')}"
         blocks.append(
             {
                 "type": "actions",
-                "elements": [{"type": "button", "text": _plain("Open in meterguard"), "url": link}],
+                "elements": [
+                    {"type": "button", "text": plain_text("Open in meterguard"), "url": link}
+                ],
             }
         )
     return {"text": escape_mrkdwn(f"{headline}: {alert.summary}")[:MAX_TEXT], "blocks": blocks}

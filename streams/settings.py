@@ -8,8 +8,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meterguard.streams.decoding.formats.mapping import MappingConfig
-from meterguard.streams.policy.episodes import PolicyConfig
-from meterguard.streams.store.window_store import StoreConfig
+from meterguard.streams.policy.config import PolicyConfig
+from meterguard.streams.store import StoreConfig
 
 
 class Settings(BaseSettings):

@@ -34,8 +34,9 @@ from meterguard.sinks.slack_api import SlackApiSink
 from meterguard.sinks.webhook import WebhookSink
 from meterguard.streams import metrics
 from meterguard.streams.delivery.outbox import Claimed, Outbox, SlackThreads
-from meterguard.streams.policy.episodes import PolicyConfig
+from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.settings import Settings
+from meterguard.streams.store.retry import retrying
 
 log = logging.getLogger("meterguard.delivery")
 DONE_HORIZON_S = 48 * 3600  # = the dedupe horizon of delivered alerts
@@ -289,7 +290,7 @@ def install_delivery(
                 for alert in filter(None, (decode_alert(e.value) for e in fresh))
                 for item in deliverer.plan(alert)
             ]
-            await _retrying(lambda i=items: outbox.enqueue(i))  # type: ignore[misc]
+            await retrying(lambda i=items: outbox.enqueue(i), log=log, what="enqueue retry")  # type: ignore[misc]
             deliverer.wake({dest for _, dest, _ in items})
 
     @app.task
@@ -298,18 +299,3 @@ def install_delivery(
             await deliverer.run()
         finally:  # cancelled when the worker stops
             await client.aclose()
-
-
-async def _retrying(call: Callable[[], Awaitable[int]], attempts: int = 30) -> int:
-    """A Redis blip must not kill the agent: back off and retry (enqueue is idempotent)."""
-    delay = 0.2
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except (ConnectionError, TimeoutError, aioredis.ConnectionError, aioredis.TimeoutError):
-            if attempt == attempts:
-                raise
-            log.warning("redis unavailable; enqueue retry %d in %.1fs", attempt, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")

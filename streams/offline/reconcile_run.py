@@ -37,7 +37,7 @@ from meterguard.streams.offline.replay import (
 )
 from meterguard.streams.offline.topic_source import TopicSelection, TopicSource
 from meterguard.streams.settings import Settings
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.store import build_store
 
 MAX_ROWS_SHOWN = 40  # mismatches printed; --json-out has them all
 
@@ -126,10 +126,10 @@ async def read_and_compare(
 ) -> Report:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        store = WindowStore(client, settings.store_config())
-        names = sorted(set(recomputed.ledgers) | set(await store.identities()))
-        held = await store.holdings(names)
-        stats = await store.stats()
+        store = build_store(client, settings.store_config())
+        names = sorted(set(recomputed.ledgers) | set(await store.stats.identities()))
+        held = await store.stats.holdings(names)
+        stats = await store.stats.pipeline_counters()
     finally:
         await client.aclose()
     stored = {

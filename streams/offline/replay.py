@@ -35,7 +35,7 @@ from meterguard.streams.decoding.kcat_envelope import EnvelopeError, read_kcat_l
 from meterguard.streams.offline.topic_source import TopicSelection, TopicSource
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
 from meterguard.streams.settings import Settings
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.store import build_store
 from meterguard.timeutil import from_ms
 
 
@@ -154,7 +154,7 @@ class _Replay:
         self.namespace = f"{settings.key_prefix}:replay:{uuid.uuid4().hex[:12]}"
         self.client = aioredis.Redis.from_url(redis_url)
         self.pipeline = Pipeline(
-            WindowStore(self.client, settings.store_config(prefix=self.namespace)),
+            build_store(self.client, settings.store_config(prefix=self.namespace)),
             settings.policy,
         )
         self.ctx = DecodeContext.of(settings)

@@ -4,119 +4,41 @@ An alert is one *episode*: it fires once when a detector's score crosses `fire_a
 resolves once the identity has been calm for `resolve_after_minutes`; minutes in between
 extend the episode, they do not repeat the alert. Ids are hashes of the identity, detector
 and the episode's first minute, so a replay or a redelivery yields the same ids.
+
+`decide` is a transition: (config, scored minute, episode) -> (episode after it, alerts,
+commands). Episodes are immutable; the caller stores the one it gets back. The policy file's
+models live in `config.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Any
 
 from meterguard.detectors.base import Verdict
-from meterguard.detectors.features import IdentityContext, MinuteWindow
-from meterguard.models import Alert, Severity, ThrottleCommand, ThrottleLimits
-from meterguard.sinks.routing import RoutingConfig
+from meterguard.detectors.features import MinuteWindow
+from meterguard.models import (
+    Alert,
+    Severity,
+    ThrottleCommand,
+    ThrottleLimits,
+    episode_id_for,
+    stable_id,
+)
+from meterguard.streams.policy.config import EnvironmentPolicy, PolicyConfig
 from meterguard.timeutil import MINUTE_MS, from_ms
-from meterguard.yaml_config import load_yaml_model
 
 
-class EnvironmentPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    fire_at: float = Field(default=0.8, gt=0, le=1)
-    critical_at: float = Field(default=0.9, gt=0, le=1)
-    throttle_on: Literal["critical", "warning", "never"] = "critical"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> EnvironmentPolicy:
-        if self.critical_at < self.fire_at:
-            raise ValueError(f"critical_at ({self.critical_at}) is below fire_at ({self.fire_at})")
-        return self
-
-
-class BudgetSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    daily_usd: float | None = Field(default=None, gt=0)
-    monthly_usd: float | None = Field(default=None, gt=0)
-
-
-def _default_environments() -> dict[str, EnvironmentPolicy]:
-    return {
-        "prod": EnvironmentPolicy(),
-        "staging": EnvironmentPolicy(throttle_on="never"),
-        "test": EnvironmentPolicy(fire_at=0.9, critical_at=0.97, throttle_on="never"),
-    }
-
-
-class PolicyConfig(BaseModel):
-    """`meterguard.yaml` (MG_POLICY_FILE). Every field has a default; unknown keys are errors."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    resolve_below: float = Field(default=0.5, ge=0, le=1)
-    resolve_after_minutes: int = Field(default=5, ge=1)
-    throttle_minutes: int = Field(default=15, ge=1)
-    # Throttle limits = the identity's own baseline x headroom, never below the floors.
-    throttle_headroom: float = Field(default=2.0, ge=1)
-    min_requests_per_minute: int = Field(default=10, ge=1)
-    min_tokens_per_minute: int = Field(default=10_000, ge=1)
-    default_environment: EnvironmentPolicy = EnvironmentPolicy()
-    environments: dict[str, EnvironmentPolicy] = Field(default_factory=_default_environments)
-    # Identities whose calls are blocked at once (offboarded service accounts, revoked keys).
-    offboarded_identities: frozenset[str] = frozenset()
-    # Per-identity budgets (event-time UTC day / month); `default_budget` for all others.
-    budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
-    default_budget: BudgetSpec | None = None
-    budget_warn_at: float = Field(default=0.8, gt=0, lt=1)
-    routing: RoutingConfig = RoutingConfig()  # alert destinations' filters (sinks/routing.py)
-
-    @field_validator("environments", mode="before")
-    @classmethod
-    def _merge_defaults(cls, value: Any) -> Any:
-        """A file that only tunes `prod` keeps the built-in staging and test rules."""
-        if isinstance(value, dict):
-            return {**_default_environments(), **value}
-        return value
-
-    @model_validator(mode="after")
-    def _resolve_below_fire(self) -> PolicyConfig:
-        lowest = min(
-            [self.default_environment.fire_at] + [e.fire_at for e in self.environments.values()]
-        )
-        if self.resolve_below > lowest:
-            raise ValueError(f"resolve_below ({self.resolve_below}) is above a fire_at ({lowest})")
-        return self
-
-    def context_for(self, identity: str) -> IdentityContext:
-        budget = self.budgets.get(identity, self.default_budget) or BudgetSpec()
-        return IdentityContext(
-            daily_budget_usd=budget.daily_usd,
-            monthly_budget_usd=budget.monthly_usd,
-            offboarded=identity in self.offboarded_identities,
-            budget_warn_at=self.budget_warn_at,
-        )
-
-    def for_environment(self, environment: str | None) -> EnvironmentPolicy:
-        return self.environments.get(environment or "", self.default_environment)
-
-    @classmethod
-    def load(cls, path: str | None) -> PolicyConfig:
-        return load_yaml_model(cls, path, "policy file")
-
-
-@dataclass
+@dataclass(frozen=True)
 class Episode:
     start_minute: int
     alert_id: str
     peak_score: float
     severity: str = "warning"
     calm_minutes: int = 0
-    command: dict[str, Any] | None = None  # the active ThrottleCommand (JSON-ready)
+    command: ThrottleCommand | None = None  # the throttle or block in force, if any
 
 
 @dataclass(frozen=True)
@@ -131,11 +53,11 @@ class Baseline:
     tokens_per_minute: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class Decision:
-    alerts: list[Alert]
-    commands: list[ThrottleCommand]
-    episode: Episode | None
+    alerts: tuple[Alert, ...]
+    commands: tuple[ThrottleCommand, ...]
+    episode: Episode | None  # the episode after the minute (None: none open)
 
 
 @dataclass(frozen=True)
@@ -152,28 +74,26 @@ class ScoredMinute:
     event_ms: int  # the event that closed the minute: the alert's event_time
 
 
-def stable_id(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
-
-
 def decide(config: PolicyConfig, minute: ScoredMinute, episode: Episode | None) -> Decision:
     """One scored minute of one detector -> what to publish, and the episode after it."""
     env = config.for_environment(minute.who.environment)
     score = minute.verdict.score
     if episode is None:
         if score < env.fire_at:
-            return Decision([], [], None)
+            return Decision((), (), None)
         return _fire(config, env, minute, None)
-    episode.peak_score = max(episode.peak_score, score)
+    episode = replace(episode, peak_score=max(episode.peak_score, score))
     escalates = score >= env.critical_at or minute.verdict.action == "block"
     if escalates and episode.severity != "critical":
         return _fire(config, env, minute, episode)  # escalation: a second, critical alert
     if score >= config.resolve_below:
-        episode.calm_minutes = 0
-        return Decision([], _renew(config, episode, minute.trigger_ms), episode)
-    episode.calm_minutes += 1
+        renewed = _renew(config, episode.command, minute.trigger_ms)
+        if renewed is None:
+            return Decision((), (), replace(episode, calm_minutes=0))
+        return Decision((), (renewed,), replace(episode, calm_minutes=0, command=renewed))
+    episode = replace(episode, calm_minutes=episode.calm_minutes + 1)
     if episode.calm_minutes < config.resolve_after_minutes:
-        return Decision([], [], episode)
+        return Decision((), (), episode)
     return _close(minute, episode)
 
 
@@ -186,7 +106,7 @@ def _fire(
     start = m.window.minute if episode is None else episode.start_minute
     alert_id = stable_id(m.identity, m.detector, start, "firing", severity)
     command = None
-    active = None if episode is None or episode.command is None else episode.command["action"]
+    active = None if episode is None or episode.command is None else episode.command.action
     wants_throttle = severity == "critical" or env.throttle_on == "warning"
     if blocks and active != "block":
         command = _command(
@@ -202,9 +122,13 @@ def _fire(
         command = _throttle(config, m, alert_id)
     if episode is None:
         episode = Episode(start, alert_id, m.verdict.score)
-    episode.severity, episode.alert_id, episode.calm_minutes = severity, alert_id, 0
-    if command is not None:
-        episode.command = command.model_dump(mode="json")
+    episode = replace(
+        episode,
+        severity=severity,
+        alert_id=alert_id,
+        calm_minutes=0,
+        command=episode.command if command is None else command,
+    )
     action = ""
     if command is not None:
         action = (
@@ -238,15 +162,13 @@ def _fire(
         team=m.who.team,
         environment=m.who.environment,
         throttle_command_id=_command_id(episode),
+        episode_id=episode_id_for(m.identity, m.detector, start),
     )
-    return Decision([alert], [command] if command else [], episode)
+    return Decision((alert,), () if command is None else (command,), episode)
 
 
 def _close(m: ScoredMinute, episode: Episode) -> Decision:
-    commands = []
-    if episode.command is not None:
-        active = ThrottleCommand.model_validate(episode.command)
-        commands.append(_release(active, m.trigger_ms))
+    released = () if episode.command is None else (_release(episode.command, m.trigger_ms),)
     minutes = m.window.minute - episode.start_minute + 1
     alert = Alert(
         alert_id=stable_id(m.identity, m.detector, episode.start_minute, "resolved"),
@@ -271,19 +193,21 @@ def _close(m: ScoredMinute, episode: Episode) -> Decision:
         event_time=from_ms(m.event_ms),
         team=m.who.team,
         environment=m.who.environment,
-        throttle_command_id=commands[0].command_id if commands else None,
+        throttle_command_id=released[0].command_id if released else None,
+        episode_id=episode_id_for(m.identity, m.detector, episode.start_minute),
     )
-    return Decision([alert], commands, None)
+    return Decision((alert,), released, None)
 
 
-def _renew(config: PolicyConfig, episode: Episode, trigger_ms: int) -> list[ThrottleCommand]:
+def _renew(
+    config: PolicyConfig, active: ThrottleCommand | None, trigger_ms: int
+) -> ThrottleCommand | None:
     """Keep a throttle alive while its episode still fires (commands expire by themselves)."""
-    if episode.command is None:
-        return []
-    active = ThrottleCommand.model_validate(episode.command)
+    if active is None:
+        return None
     if from_ms(trigger_ms) < active.expires_at - timedelta(minutes=config.throttle_minutes / 3):
-        return []
-    renewed = _command(
+        return None
+    return _command(
         config,
         active.identity,
         active.action,
@@ -292,8 +216,6 @@ def _renew(config: PolicyConfig, episode: Episode, trigger_ms: int) -> list[Thro
         active.alert_id,
         trigger_ms,
     )
-    episode.command = renewed.model_dump(mode="json")
-    return [renewed]
 
 
 def _throttle(config: PolicyConfig, m: ScoredMinute, alert_id: str) -> ThrottleCommand:
@@ -345,7 +267,7 @@ def _command(config, identity, action, limits, reason, alert_id, trigger_ms) -> 
 
 def _command_id(episode: Episode) -> str | None:
     """The throttle in force for the episode (new, or kept from before an escalation)."""
-    return None if episode.command is None else str(episode.command["command_id"])
+    return None if episode.command is None else episode.command.command_id
 
 
 def _limits_text(limits: ThrottleLimits) -> str:
@@ -356,9 +278,24 @@ def _hhmm(minute: int) -> str:
     return from_ms(minute * MINUTE_MS).strftime("%H:%M")
 
 
+# -- checkpoints: the dict shape the identity state has always stored ------------------------
+# {"start_minute", "alert_id", "peak_score", "severity", "calm_minutes", "command"}, with the
+# command as its JSON document (ThrottleCommand.model_dump(mode="json")) or None.
+
+
 def episode_to_dict(episode: Episode | None) -> dict[str, Any] | None:
-    return None if episode is None else asdict(episode)
+    if episode is None:
+        return None
+    doc = {f.name: getattr(episode, f.name) for f in fields(episode)}
+    if episode.command is not None:
+        doc["command"] = episode.command.model_dump(mode="json")
+    return doc
 
 
 def episode_from_dict(data: dict[str, Any] | None) -> Episode | None:
-    return None if data is None else Episode(**data)
+    if data is None:
+        return None
+    command = data.get("command")
+    if command is None:
+        return Episode(**data)
+    return Episode(**{**data, "command": ThrottleCommand.model_validate(command)})

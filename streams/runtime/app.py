@@ -10,17 +10,13 @@ and windows are atomic per identity, and checkpoints are compare-and-set).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 import faust
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from meterguard.streams import metrics
@@ -33,11 +29,11 @@ from meterguard.streams.decoding.decode import (
 from meterguard.streams.delivery.deliverer import install_delivery
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
 from meterguard.streams.settings import Settings
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.store import build_store
+from meterguard.streams.store.retry import retrying
 from meterguard.streams.web.routes import register_routes
 
 log = logging.getLogger("meterguard")
-T = TypeVar("T")
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -64,7 +60,7 @@ def create_app(settings: Settings) -> faust.App:
     # Only the consumed topics are Faust topics; outputs go through the producer (_send).
     raw, events = raw_topic(settings.topic_raw), raw_topic(settings.topic_events)
     redis_client = aioredis.Redis.from_url(settings.redis_url)
-    store = WindowStore(redis_client, settings.store_config())
+    store = build_store(redis_client, settings.store_config())
     pipeline = Pipeline(store, settings.policy)
     skew = timedelta(seconds=settings.max_future_skew_s)
     mapping = settings.mapping  # read (and a bad file refused) once, before any message
@@ -97,10 +93,11 @@ def create_app(settings: Settings) -> faust.App:
                         await _send(settings.topic_events, item.identity.encode(), item.to_json())
             metrics.count_formats(formats, ignored)  # once per batch, not per message
             if dead:
-                await _retrying(
+                await retrying(
                     lambda d=dead: redis_client.hincrby(  # type: ignore[misc]
                         f"{settings.key_prefix}:stats", "events_dead_lettered", d
-                    )
+                    ),
+                    log=log,
                 )
 
     @app.agent(events)
@@ -117,10 +114,10 @@ def create_app(settings: Settings) -> faust.App:
                     batch.append(event)
             if not batch:
                 continue
-            outcome = await _retrying(lambda b=batch: pipeline.process(b))  # type: ignore[misc]
-            await _retrying(lambda o=outcome: pipeline.apply_throttles(o, utc_now()))  # type: ignore[misc]
+            outcome = await retrying(lambda b=batch: pipeline.process(b), log=log)  # type: ignore[misc]
+            await retrying(lambda o=outcome: pipeline.apply_throttles(o, utc_now()), log=log)  # type: ignore[misc]
             await _publish(outcome)
-            lost = await _retrying(lambda o=outcome: pipeline.commit(o, utc_now()))  # type: ignore[misc]
+            lost = await retrying(lambda o=outcome: pipeline.commit(o, utc_now()), log=log)  # type: ignore[misc]
             metrics.count_batch(outcome, time.perf_counter() - started)
             metrics.observe_latency(batch, utc_now())
             if lost:
@@ -161,18 +158,3 @@ def _read_keyed_event(value: bytes | None) -> MeteringEvent | DeadLetter:
         return dead_letter(
             value or b"", "invalid_internal_event", repr(exc)[:500], utc_now(), origin
         )
-
-
-async def _retrying(call: Callable[[], Awaitable[T]], attempts: int = 30) -> T:
-    """Redis blips must not kill an agent: back off and retry (the batch is idempotent)."""
-    delay = 0.2
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            if attempt == attempts:
-                raise
-            log.warning("redis unavailable (%s); retry %d in %.1fs", exc, attempt, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")

@@ -1,6 +1,6 @@
 """The batch path shared by the Faust worker and `meterguard replay`.
 
-    events -> WindowStore.ingest (dedupe + windows, atomic per identity)
+    events -> Store.windows.ingest (dedupe + windows, atomic per identity)
            -> score every newly final minute (detectors, pure) -> policy (pure)
            -> Pipeline.apply_throttles (gateway keys; drops commands the feed refuses)
            -> caller publishes alerts / commands -> Pipeline.commit (checkpoint, counters)
@@ -20,15 +20,12 @@ from datetime import datetime
 
 from meterguard.detectors.features import EventFacts, MinuteWindow
 from meterguard.models import Alert, MeteringEvent, ThrottleCommand
-from meterguard.streams.policy.episodes import Attribution, PolicyConfig, ScoredMinute, decide
+from meterguard.streams.policy.config import PolicyConfig
+from meterguard.streams.policy.episodes import Attribution, ScoredMinute, decide
 from meterguard.streams.runtime.identity_state import IdentityState
-from meterguard.streams.store.window_store import (
-    IngestResult,
-    SpanLink,
-    SpanPlace,
-    StateCommit,
-    WindowStore,
-)
+from meterguard.streams.store import Store
+from meterguard.streams.store.traces import SpanLink, SpanPlace
+from meterguard.streams.store.windows import IngestResult, StateCommit
 from meterguard.timeutil import MINUTE_MS
 
 
@@ -60,7 +57,7 @@ _STATUS = {"n": "new", "d": "duplicate", "l": "late"}
 
 
 class Pipeline:
-    def __init__(self, store: WindowStore, policy: PolicyConfig) -> None:
+    def __init__(self, store: Store, policy: PolicyConfig) -> None:
         self.store = store
         self.policy = policy
         self.lateness_ms = store.config.allowed_lateness_s * 1000
@@ -71,10 +68,10 @@ class Pipeline:
             groups[event.identity].append(index)
         traced = [i for i, e in enumerate(events) if _linkable(e)]
         results, places = await asyncio.gather(
-            self.store.ingest(
+            self.store.windows.ingest(
                 {identity: [events[i] for i in idx] for identity, idx in groups.items()}
             ),
-            self.store.link_spans([_span(events[i]) for i in traced]) if traced else _nothing(),
+            self.store.traces.link([_span(events[i]) for i in traced]) if traced else _nothing(),
         )
         place_of = dict(zip(traced, places, strict=True))
         outcome = BatchOutcome()
@@ -91,14 +88,14 @@ class Pipeline:
     async def apply_throttles(self, outcome: BatchOutcome, now: datetime) -> None:
         """Write the gateway keys; keep in `outcome.commands` only what the feed accepted
         (a block is not weakened by another alert's throttle, an operator release sticks)."""
-        accepted = await self.store.apply_throttles(outcome.commands, now)
+        accepted = await self.store.throttles.apply(outcome.commands, now)
         refused = len(outcome.commands) - len(accepted)
         if refused:
             outcome.stats["commands_superseded"] += refused
         outcome.commands = accepted
 
     async def commit(self, outcome: BatchOutcome, now: datetime) -> list[str]:
-        return await self.store.commit(
+        return await self.store.windows.commit(
             outcome.commits,
             outcome.stats,
             outcome.usage_by_hour,

@@ -1,0 +1,62 @@
+"""All of meterguard's Redis code, one module per job (the key layout: keys.py).
+
+    keys.py              key names, StoreConfig, helpers every module shares
+    windows.py           ingest (dedupe, lateness; ingest.lua), checkpoints (commit_state.lua),
+                         minute window / late / counter / watermark reads
+    traces.py            traces' call trees (trace.lua)
+    throttles.py         which throttle wins (apply_throttle.lua), active throttles
+    operator_actions.py  operator release (operator_release.lua), audit log
+    history.py           recent alerts, hourly rankings by tokens and cost
+    stats.py             pipeline counters, the identities and what the namespace holds
+
+Callers hold one `Store`, made by `build_store(client, config)`: `store.throttles.apply(...)`.
+This package is the lowest layer of streams: it imports nothing from other streams packages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from meterguard.streams.store.history import History
+from meterguard.streams.store.keys import KeyLayout, StoreConfig
+from meterguard.streams.store.operator_actions import OperatorActions
+from meterguard.streams.store.stats import Stats
+from meterguard.streams.store.throttles import Throttles
+from meterguard.streams.store.traces import Traces
+from meterguard.streams.store.windows import Windows
+
+__all__ = ["Store", "StoreConfig", "build_store"]
+
+
+@dataclass(frozen=True)
+class Store:
+    """One namespace of Redis, by job; all parts share one client."""
+
+    redis: aioredis.Redis
+    config: StoreConfig
+    keys: KeyLayout
+    windows: Windows
+    traces: Traces
+    throttles: Throttles
+    operator: OperatorActions
+    history: History
+    stats: Stats
+
+
+def build_store(client: aioredis.Redis, config: StoreConfig) -> Store:
+    keys = KeyLayout(config.prefix)
+    history = History(client, keys)
+    stats = Stats(client, keys)
+    return Store(
+        redis=client,
+        config=config,
+        keys=keys,
+        windows=Windows(client, config, keys, history, stats),
+        traces=Traces(client, keys),
+        throttles=Throttles(client, keys),
+        operator=OperatorActions(client, config, keys),
+        history=history,
+        stats=stats,
+    )

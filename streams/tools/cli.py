@@ -28,6 +28,26 @@ cli = typer.Typer(
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from meterguard import __version__
+
+        print(f"meterguard {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Runtime-metering anomaly pipeline for non-human identities."""
+
+
 def _settings() -> Settings:
     try:
         settings = Settings()
@@ -81,7 +101,9 @@ def simulate(
     """Synthetic metering traffic with injected incidents, to a JSONL file or to Kafka."""
     import orjson
 
-    from meterguard.streams.simulation.simulate import SimConfig, generate, plan_incidents
+    from meterguard.streams.simulation.config import SimConfig
+    from meterguard.streams.simulation.incident_plan import plan_incidents
+    from meterguard.streams.simulation.simulate import generate
     from meterguard.streams.simulation.traffic import PacedClock, produce_paced, write_jsonl
 
     begin = (
@@ -399,7 +421,8 @@ def evaluate(
     import contextlib
     import tempfile
 
-    from meterguard.streams.evaluation.evaluate import evaluation_config, run_evaluation
+    from meterguard.streams.evaluation.config import evaluation_config
+    from meterguard.streams.evaluation.runner import run_evaluation
     from meterguard.streams.tools.embedded import EmbeddedRedis
 
     settings = _settings()

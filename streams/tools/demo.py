@@ -32,9 +32,11 @@ from rich.table import Table
 
 from meterguard.streams.runtime.topics import ensure_topics, topic_specs
 from meterguard.streams.settings import Settings
-from meterguard.streams.simulation.simulate import SimConfig, generate, plan_incidents
+from meterguard.streams.simulation.config import SimConfig
+from meterguard.streams.simulation.incident_plan import plan_incidents
+from meterguard.streams.simulation.simulate import generate
 from meterguard.streams.simulation.traffic import PacedClock, produce_paced
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.store import build_store
 from meterguard.streams.tools.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
@@ -288,12 +290,12 @@ async def _follow_outputs(settings: Settings, screen: Screen, stop: asyncio.Even
 
 async def _poll_stats(settings: Settings, screen: Screen, stop: asyncio.Event) -> None:
     client = aioredis.Redis.from_url(settings.redis_url or "")
-    store = WindowStore(client, settings.store_config())
+    store = build_store(client, settings.store_config())
     last = (time.monotonic(), 0)
     try:
         while not stop.is_set():
-            screen.stats = await store.stats()
-            screen.top = await store.top_identities(8)
+            screen.stats = await store.stats.pipeline_counters()
+            screen.top = await store.history.top_identities(8)
             now, counted = time.monotonic(), screen.stats.get("events_new", 0)
             screen.rate = (counted - last[1]) / max(now - last[0], 1e-6)
             last = (now, counted)

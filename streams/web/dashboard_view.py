@@ -1,6 +1,6 @@
 """What the live dashboard shows, assembled from plain data (pure: no Redis, no HTTP).
 
-`streams/web/dashboard.py` reads Redis through the WindowStore and hands the pieces here; the
+`streams/web/dashboard.py` reads Redis through the Store and hands the pieces here; the
 page (`streams/web/static/dashboard.*`) only draws what these functions return.
 
 Time on the dashboard is event time: an identity's sparkline ends at the minute of its own
@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from meterguard.detectors.features import MinuteWindow
-from meterguard.models import ThrottleCommand
+from meterguard.models import ThrottleCommand, episode_id_of
 from meterguard.timeutil import MINUTE_MS
 
 SPARK_MINUTES = 30
@@ -81,22 +81,15 @@ def _latest_first(alerts: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
     return [a for _, a in indexed]
 
 
-def _episode_key(alert: Mapping[str, Any]) -> tuple[str, str, Any]:
-    evidence = alert.get("evidence") or {}
-    start = evidence.get("episode_start_minute") if isinstance(evidence, Mapping) else None
-    if start is None:  # an alert from before episodes were recorded: its own episode
-        start = alert.get("alert_id")
-    return str(alert.get("identity")), str(alert.get("detector")), start
-
-
 def firing_alerts(recent: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Episodes whose latest alert still fires: the latest status per identity, detector and
-    `evidence.episode_start_minute` (an escalation is a second firing alert of the same
-    episode, a resolution closes it). Most severe first, then newest."""
-    seen: set[tuple[str, str, Any]] = set()
+    """Episodes whose latest alert still fires: the latest status per `episode_id` (an
+    escalation is a second firing alert of the same episode, a resolution closes it; stored
+    alerts from before `episode_id` get it derived, see models.episode_id_of). Most severe
+    first, then newest."""
+    seen: set[str] = set()
     firing: list[dict[str, Any]] = []
     for alert in _latest_first(recent):
-        key = _episode_key(alert)
+        key = episode_id_of(alert)
         if key in seen:
             continue
         seen.add(key)

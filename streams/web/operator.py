@@ -10,8 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from meterguard.models import AuditEvent, ThrottleCommand, ThrottleLimits
-from meterguard.streams.policy.episodes import stable_id
+from meterguard.models import AuditEvent, ThrottleCommand, ThrottleLimits, stable_id
 
 MAX_REASON = 500
 MAX_ACTOR = 128

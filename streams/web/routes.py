@@ -21,7 +21,7 @@ from aiohttp import web as aioweb
 from meterguard.models import utc_now
 from meterguard.streams import metrics
 from meterguard.streams.settings import Settings
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.store import Store
 from meterguard.streams.web import operator
 from meterguard.streams.web.dashboard import register_dashboard_routes
 from meterguard.streams.web.throttle_feed import CLOSED, ThrottleFeed, format_sse
@@ -32,8 +32,8 @@ KEEPALIVE_S = 15.0
 MAX_BODY = 16_384
 
 
-def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> None:
-    feed = ThrottleFeed(store.redis, store.throttle_channel)
+def register_routes(app: faust.App, store: Store, settings: Settings) -> None:
+    feed = ThrottleFeed(store.redis, store.keys.throttle_channel)
     register_dashboard_routes(app, store)  # GET /, its static files and JSON
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stub wants signal=
@@ -61,7 +61,7 @@ def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> N
 
     @app.page("/api/throttles")
     async def throttles(web: Any, request: Any) -> Any:
-        commands = await store.active_throttles()
+        commands = await store.throttles.active()
         return web.json([c.model_dump(mode="json") for c in commands])
 
     # Registered before /api/throttles/{identity}: aiohttp matches routes in order.
@@ -78,7 +78,7 @@ def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> N
         )
         try:
             await response.prepare(request)
-            snapshot = await store.active_throttles()
+            snapshot = await store.throttles.active()
             for command in snapshot:
                 data = command.model_dump_json()
                 await response.write(format_sse("command", data, command.version))
@@ -118,11 +118,11 @@ def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> N
                 or "operator"
             )
             reason = operator.clean_text(body.get("reason"), operator.MAX_REASON)
-            held = await store.active_throttle(identity)
+            held = await store.throttles.active_for(identity)
             if held is None:
                 return self.json({"error": f"no active command for {identity!r}"}, status=404)
             release = operator.release_command(held, utc_now(), actor, reason)
-            done = await store.release_by_operator(held, release)
+            done = await store.operator.release(held, release)
             if done == 0:
                 return self.json({"error": f"no active command for {identity!r}"}, status=404)
             if done < 0:
@@ -130,7 +130,7 @@ def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> N
                     {"error": "the active command changed meanwhile; read it again"}, status=409
                 )
             audit = operator.release_audit(held, release, actor, reason, request.remote)
-            await store.record_audit(audit)
+            await store.operator.record_audit(audit)
             log.warning(
                 "AUDIT %s released %s (command %s) for %r: %s",
                 actor,
@@ -156,11 +156,11 @@ def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> N
         limit = _limit(request)
         if limit is None:
             return web.json({"error": f"limit must be between 1 and {MAX_ALERTS}"}, status=400)
-        return web.json(await store.recent_audit(limit))
+        return web.json(await store.operator.recent_audit(limit))
 
     @app.page("/api/throttles/{identity}")
     async def throttle(web: Any, request: Any, identity: str) -> Any:
-        command = await store.active_throttle(identity)
+        command = await store.throttles.active_for(identity)
         if command is None:
             return web.json({"error": f"no active command for {identity!r}"}, status=404)
         return web.json(command.model_dump(mode="json"))
@@ -172,13 +172,13 @@ def register_routes(app: faust.App, store: WindowStore, settings: Settings) -> N
             return web.json(
                 {"error": f"limit must be a whole number between 1 and {MAX_ALERTS}"}, status=400
             )
-        return web.json(await store.recent_alerts(limit))
+        return web.json(await store.history.recent_alerts(limit))
 
 
-async def _refresh_gauges(app: faust.App, store: WindowStore) -> None:
+async def _refresh_gauges(app: faust.App, store: Store) -> None:
     """Gauges read at scrape time: active throttles (Redis) and this worker's consumer lag."""
     with contextlib.suppress(redis.exceptions.RedisError, OSError):
-        metrics.THROTTLES_ACTIVE.set(len(await store.active_throttles()))
+        metrics.THROTTLES_ACTIVE.set(len(await store.throttles.active()))
     consumer = app.consumer
     with contextlib.suppress(Exception):  # no assignment yet, or a rebalance under way
         for tp in consumer.assignment():

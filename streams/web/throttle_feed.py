@@ -1,10 +1,11 @@
 """The live throttle feed behind `GET /api/throttles/stream` (Server-Sent Events).
 
-Every change of a gateway key is PUBLISHed by the Redis scripts that make it (window_store),
-so any worker sees every identity's changes, whichever worker made them. One pub/sub
-connection per worker process fans out to the connected SSE clients; a client that cannot
-keep up, or a lost Redis connection, ends its stream: the client reconnects and resyncs from
-the snapshot that starts every stream (commands are versioned, so replaying one is harmless).
+Every change of a gateway key is PUBLISHed by the Redis scripts that make it
+(streams/store/apply_throttle.lua, operator_release.lua), so any worker sees every identity's
+changes, whichever worker made them. One pub/sub connection per worker process fans out to
+the connected SSE clients; a client that cannot keep up, or a lost Redis connection, ends
+its stream: the client reconnects and resyncs from the snapshot that starts every stream
+(commands are versioned, so replaying one is harmless).
 """
 
 from __future__ import annotations

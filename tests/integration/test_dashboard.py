@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.store import Store
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
-from tests.integration.worker_process import produce, start_worker
-from tests.traffic import mixed, series
+from tests.support.traffic import mixed, series
+from tests.support.worker_process import produce, start_worker
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(
 @dataclass
 class Run:
     web: str
-    store: WindowStore
+    store: Store
     tmp: Path
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 
 import httpx
 import pytest
@@ -17,18 +16,10 @@ from meterguard.sinks.routing import AlertFilter, Destination
 from meterguard.sinks.webhook import WebhookSink
 from meterguard.streams.delivery.deliverer import Deliverer, Route
 from meterguard.streams.delivery.outbox import Outbox
-from tests.unit.sink_alerts import make_alert
+from tests.support.alerts import make_alert
+from tests.support.polling import eventually
 
 DEADLINE_S = 20.0
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)  # polling interval of a condition check
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def route(url: str, handler, timeout_s: float = 30.0, **rule) -> Route:
@@ -75,10 +66,20 @@ async def test_a_hanging_destination_does_not_delay_the_others(outbox: Outbox):
     async with running(deliverer):
         await outbox.enqueue(deliverer.plan(alert))
         deliverer.wake({hung.key, fast.key})
-        await until(lambda: outbox.is_done(fast.key, alert.alert_id), "the fast destination")
+        await eventually(
+            lambda: outbox.is_done(fast.key, alert.alert_id),
+            "the fast destination",
+            timeout=DEADLINE_S,
+            interval=0.05,
+        )
         assert not await outbox.is_done(hung.key, alert.alert_id)
         release.set()
-        await until(lambda: outbox.is_done(hung.key, alert.alert_id), "the hung destination")
+        await eventually(
+            lambda: outbox.is_done(hung.key, alert.alert_id),
+            "the hung destination",
+            timeout=DEADLINE_S,
+            interval=0.05,
+        )
 
 
 async def test_filters_decide_which_destinations_get_an_alert(outbox: Outbox):

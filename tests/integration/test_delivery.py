@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import orjson
@@ -27,12 +26,12 @@ from standardwebhooks.webhooks import Webhook
 from meterguard.sinks.routing import public_url
 from meterguard.streams.settings import Settings
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis, free_port
-from tests.integration.worker_process import produce, start_worker
-from tests.traffic import mixed, series
+from tests.support.alerts import HOSTILE
+from tests.support.polling import eventually
+from tests.support.traffic import mixed, series
+from tests.support.worker_process import produce, start_worker
 
-DEADLINE_S = 120.0
 SECRET = "whsec_" + base64.b64encode(b"meterguard-delivery-test-secret!").decode()
-HOSTILE = "<!channel> <https://evil|click> *bold*"
 RUNAWAYS = ("agent-runaway", "agent-runaway-2", HOSTILE)
 FLAKY_FAILURES = [(503, {}), (429, {"Retry-After": "1"}), (503, {}), (429, {"Retry-After": "1"})]
 MAX_ATTEMPTS = 3
@@ -132,16 +131,6 @@ def traffic(tag: str, start: datetime) -> list[dict]:
     return sorted(docs, key=lambda e: (e["event_time"], e["event_id"]))
 
 
-async def wait_for(check: Callable[[], bool], what: str, log: Path) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.25)  # polling interval of a condition check, not a stand-in for it
-    tail = log.read_text(errors="replace")[-4000:]
-    pytest.fail(f"timed out waiting for {what}; worker log tail:\n{tail}")
-
-
 def delivery_env(r: dict[str, Receiver]) -> dict[str, str]:
     return {
         "MG_WEBHOOK_URL": ",".join(x.url for x in (r["steady"], r["flaky"], r["down"])),
@@ -179,8 +168,8 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
     try:
         await produce(broker.bootstrap, settings.topic_raw, docs)
         await worker.wait_counted(len(docs))
-        await wait_for(
-            lambda: all_settled(state), "every alert delivered or dead-lettered", worker.log
+        await eventually(
+            lambda: all_settled(state), "every alert delivered or dead-lettered", log=worker.log
         )
         yield state
     finally:

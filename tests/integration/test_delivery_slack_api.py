@@ -23,9 +23,10 @@ from meterguard.sinks.routing import RoutingConfig, SlackApi, destinations
 from meterguard.streams.delivery.outbox import Outbox
 from meterguard.streams.settings import Settings
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
-from tests.integration.worker_process import Worker, produce, start_worker
-from tests.slack_emulator import SlackEmulator
-from tests.traffic import mixed, series
+from tests.support.polling import eventually
+from tests.support.slack_emulator import SlackEmulator
+from tests.support.traffic import mixed, series
+from tests.support.worker_process import Worker, produce, start_worker
 
 CHANNEL, TOKEN = "C123", "xoxb-test"
 QUIET = 3
@@ -113,14 +114,17 @@ async def run(
     try:
         await produce(broker.bootstrap, settings.topic_raw, burst)
         await worker.wait_counted(len(burst))
-        await worker.wait_for(
-            lambda: all_delivered(state, outbox, dest.key, "firing"), "the firing alerts in Slack"
+        await eventually(
+            lambda: all_delivered(state, outbox, dest.key, "firing"),
+            "the firing alerts in Slack",
+            log=worker.log,
         )
         await produce(broker.bootstrap, settings.topic_raw, calm)
         await worker.wait_counted(len(burst) + len(calm))
-        await worker.wait_for(
+        await eventually(
             lambda: all_delivered(state, outbox, dest.key, "resolved"),
             "the resolution in Slack",
+            log=worker.log,
         )
         yield state
     finally:

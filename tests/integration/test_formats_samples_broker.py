@@ -9,8 +9,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
-from tests.format_samples import SAMPLES, native_lines, sample
-from tests.integration.worker_process import read_topics, start_worker
+from tests.support.format_samples import SAMPLES, native_lines, sample
+from tests.support.worker_process import read_topics, start_worker
 
 
 def comparable(events: list[dict]) -> list[dict]:

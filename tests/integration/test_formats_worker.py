@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaProducer
 from meterguard.streams.offline.replay import ReplayOutputs, replay_file
 from meterguard.streams.settings import Settings
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
-from tests.format_traffic import MAPPING_YAML, FormatTraffic, as_formats, recent_start
-from tests.integration.worker_process import Worker, read_topics, start_worker
-from tests.traffic import mixed
+from tests.support.format_traffic import MAPPING_YAML, FormatTraffic, as_formats, recent_start
+from tests.support.traffic import mixed
+from tests.support.worker_process import Worker, read_topics, start_worker
 
 
 @dataclass
@@ -97,7 +97,7 @@ async def test_unusable_spans_are_dead_lettered_alone_and_nothing_else_is(runs: 
         assert "spanId" in letter["error"]
         assert orjson.loads(letter["raw"])["spanId"] == "not-hex"
         assert letter["topic"] == runs.formats.settings.topic_raw
-    stats = await runs.formats.store.stats()
+    stats = await runs.formats.store.stats.pipeline_counters()
     assert stats["events_dead_lettered"] == runs.traffic.poison_spans
 
 

@@ -8,10 +8,9 @@ runs in-process behind `httpx.ASGITransport`. Latencies are printed (`pytest -s`
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,11 +21,12 @@ import pytest
 from deploy.examples.gateway_proxy import create_app
 from meterguard.gateway import ThrottleClient
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
-from tests.integration.worker_process import produce, start_worker
-from tests.traffic import mixed
+from tests.support.polling import DEADLINE_S, eventually
+from tests.support.traffic import mixed
+from tests.support.worker_process import produce, start_worker
 
-DEADLINE_S = 120.0
 WITHIN_S = 5.0  # "within seconds": from the feed's change to the gateway's answer
+POLL_S = 0.01  # fine-grained: the time a condition first holds is a measured latency
 API_TOKEN = uuid.uuid4().hex
 RUNAWAY = "agent-runaway"
 COMPLETIONS = "/v1/chat/completions"
@@ -45,16 +45,6 @@ class Gateway:
     async def call(self, identity: str) -> httpx.Response:
         headers = {"x-meterguard-identity": identity}
         return await self.gateway.post(COMPLETIONS, headers=headers, json={"messages": []})
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> float:
-    """Poll until `check` holds; return the monotonic time it first did."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if await check():
-            return time.monotonic()
-        await asyncio.sleep(0.01)  # polling interval of a condition check, not a stand-in for it
-    pytest.fail(f"timed out waiting for {what}; worker log tail:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +98,10 @@ async def test_runaway_gets_429_within_seconds_of_its_command_and_quiet_ones_get
         await listed()
         return False
 
-    refused_at = await until(refused, "the runaway's first 429", gw.log)
-    await until(listed, "the runaway's command in GET /api/throttles", gw.log)
+    refused_at = await eventually(refused, "the runaway's first 429", interval=POLL_S, log=gw.log)
+    await eventually(
+        listed, "the runaway's command in GET /api/throttles", interval=POLL_S, log=gw.log
+    )
     assert seen_at is not None
     latency = refused_at - seen_at
     command = gw.client.get(RUNAWAY)
@@ -132,9 +124,9 @@ async def test_operator_release_lets_the_runaway_through_within_seconds(gw):
         new = [line for line in text.splitlines() if line.startswith(NEW_EVENTS)]
         return bool(new) and float(new[0].rsplit(" ", 1)[1]) >= gw.events
 
-    await until(throttled, "the runaway's command at the gateway", gw.log)
+    await eventually(throttled, "the runaway's command at the gateway", interval=POLL_S, log=gw.log)
     # Every event processed first, so no late minute renews the throttle after the release.
-    await until(all_counted, "every event to be counted", gw.log)
+    await eventually(all_counted, "every event to be counted", interval=POLL_S, log=gw.log)
     url = f"/api/throttles/{RUNAWAY}/release"
     assert (await gw.api.post(url)).status_code == 401
     wrong = await gw.api.post(url, headers={"Authorization": "Bearer not-the-token"})
@@ -149,7 +141,8 @@ async def test_operator_release_lets_the_runaway_through_within_seconds(gw):
     async def served() -> bool:
         return (await gw.call(RUNAWAY)).status_code == 200 and gw.client.get(RUNAWAY) is None
 
-    latency = await until(served, "the runaway's first 200 after the release", gw.log) - released_at
+    what = "the runaway's first 200 after the release"
+    latency = await eventually(served, what, interval=POLL_S, log=gw.log) - released_at
     print(f"\nfirst 200 {latency * 1000:.0f} ms after the release was acknowledged")
     assert latency < WITHIN_S
     assert (await gw.api.get(f"/api/throttles/{RUNAWAY}")).status_code == 404

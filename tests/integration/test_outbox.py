@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from meterguard.sinks.base import Delivered, Failed, Retry, RetryPolicy
 from meterguard.streams.delivery.outbox import Outbox
-from tests.unit.sink_alerts import make_alert
+from tests.support.alerts import make_alert
 
 DEST = "webhook-abc123"
 POLICY = RetryPolicy(base_s=1.0, max_s=10.0, max_attempts=3, rng=lambda: 1.0)

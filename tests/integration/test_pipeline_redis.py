@@ -9,11 +9,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from meterguard.models import MeteringEvent
-from meterguard.streams.policy.episodes import BudgetSpec, PolicyConfig
+from meterguard.streams.policy.config import BudgetSpec, PolicyConfig
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
-from meterguard.streams.store.window_store import StoreConfig, WindowStore
+from meterguard.streams.store import Store, StoreConfig, build_store
 from meterguard.timeutil import minute_of
-from tests.traffic import T0, as_events, mixed, series
+from tests.support.traffic import T0, as_events, mixed, series
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -21,7 +21,7 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 @pytest.fixture
 async def store(redis_url: str):
     client = aioredis.Redis.from_url(redis_url)
-    yield WindowStore(client, StoreConfig(prefix="t", allowed_lateness_s=30))
+    yield build_store(client, StoreConfig(prefix="t", allowed_lateness_s=30))
     await client.aclose()
 
 
@@ -39,7 +39,7 @@ async def run(
     return total
 
 
-async def test_duplicate_event_ids_count_once_within_and_across_batches(store: WindowStore):
+async def test_duplicate_event_ids_count_once_within_and_across_batches(store: Store):
     pipeline = Pipeline(store, PolicyConfig())
     events = as_events(series("svc-a", 3, 10))
     out = await pipeline.process(events + events[:5])  # duplicates inside one batch
@@ -48,16 +48,16 @@ async def test_duplicate_event_ids_count_once_within_and_across_batches(store: W
     await pipeline.commit(again, NOW)
 
     first = minute_of(events[0].event_time_ms)
-    rows = await store.window("svc-a", first, first + 2)
+    rows = await store.windows.read("svc-a", first, first + 2)
     assert [r.calls for r in rows] == [10, 10, 10]
     assert [r.input_tokens for r in rows] == [4000, 4000, 4000]
     assert sum(r.cost_nano_usd for r in rows) == 30 * 400_000  # 0.0004 USD, exactly
-    counters = await store.counters("svc-a")
+    counters = await store.windows.counters("svc-a")
     assert (counters["new"], counters["dup"]) == (30, 35)
     assert [s.status for s in again.scores] == ["duplicate"] * 30
 
 
-async def test_event_past_allowed_lateness_is_counted_as_late_not_in_its_minute(store: WindowStore):
+async def test_event_past_allowed_lateness_is_counted_as_late_not_in_its_minute(store: Store):
     pipeline = Pipeline(store, PolicyConfig())
     on_time = as_events(series("svc-b", 5, 2))
     first = minute_of(on_time[0].event_time_ms)
@@ -75,13 +75,13 @@ async def test_event_past_allowed_lateness_is_counted_as_late_not_in_its_minute(
     await pipeline.commit(out, NOW)
 
     assert [s.status for s in out.scores] == ["late", "new"]
-    rows = await store.window("svc-b", first, first + 4)
+    rows = await store.windows.read("svc-b", first, first + 4)
     assert rows[0].calls == 2  # the scored minute did not move
     # Watermark 04:30, lateness 30 s: minute 03 is final, minute 04 still open.
     assert rows[4].calls == 3  # inside the lateness allowance: counted in its minute
-    late_totals = await store.late_totals("svc-b")
+    late_totals = await store.windows.late_totals("svc-b")
     assert [(r.calls, r.input_tokens) for r in late_totals.values()] == [(1, 7)]
-    assert (await store.counters("svc-b"))["late"] == 1
+    assert (await store.windows.counters("svc-b"))["late"] == 1
 
 
 @pytest.mark.parametrize("batch", [1, 37, 10_000])
@@ -91,7 +91,7 @@ async def test_alerts_and_scores_do_not_depend_on_batch_size(redis_url: str, bat
     for size in (batch, 500):
         client = aioredis.Redis.from_url(redis_url)
         await client.flushall()
-        pipeline = Pipeline(WindowStore(client, StoreConfig(prefix="b")), PolicyConfig())
+        pipeline = Pipeline(build_store(client, StoreConfig(prefix="b")), PolicyConfig())
         outcomes.append(await run(pipeline, events, size))
         await client.aclose()
     one, other = outcomes
@@ -102,7 +102,7 @@ async def test_alerts_and_scores_do_not_depend_on_batch_size(redis_url: str, bat
     assert {a.identity for a in one.alerts} == {"agent-runaway"}
 
 
-async def test_runaway_identity_gets_alert_and_throttle_key_quiet_ones_none(store: WindowStore):
+async def test_runaway_identity_gets_alert_and_throttle_key_quiet_ones_none(store: Store):
     pipeline = Pipeline(store, PolicyConfig())
     # The wall clock during the run sits just after the data, as for a live worker.
     out = await run(pipeline, as_events(mixed(quiet=3)), 400, now=T0 + timedelta(minutes=76))
@@ -114,14 +114,14 @@ async def test_runaway_identity_gets_alert_and_throttle_key_quiet_ones_none(stor
     assert alert.throttle_command_id is not None
     command = next(c for c in out.commands if c.command_id == alert.throttle_command_id)
     assert command.action == "throttle" and command.limits.requests_per_minute >= 10
-    key_command = await store.active_throttle("agent-runaway")
+    key_command = await store.throttles.active_for("agent-runaway")
     assert key_command == command
-    assert await store.redis.pttl(store.throttle_key("agent-runaway")) > 0
+    assert await store.redis.pttl(store.keys.throttle_key("agent-runaway")) > 0
     for i in range(3):
-        assert await store.active_throttle(f"svc-quiet-{i}") is None
+        assert await store.throttles.active_for(f"svc-quiet-{i}") is None
 
 
-async def test_lost_checkpoint_rescores_the_same_minutes_with_the_same_ids(store: WindowStore):
+async def test_lost_checkpoint_rescores_the_same_minutes_with_the_same_ids(store: Store):
     pipeline = Pipeline(store, PolicyConfig())
     events = as_events(mixed(quiet=1, minutes=70, runaway_from=66))
     cut = next(i for i, e in enumerate(events) if e.event_time >= T0 + timedelta(minutes=66))
@@ -134,7 +134,7 @@ async def test_lost_checkpoint_rescores_the_same_minutes_with_the_same_ids(store
     assert redelivered.commands == crashed.commands
 
 
-async def test_keys_share_the_identity_hash_tag_and_expire(store: WindowStore):
+async def test_keys_share_the_identity_hash_tag_and_expire(store: Store):
     pipeline = Pipeline(store, PolicyConfig())
     await run(pipeline, as_events(series("agent:{odd}", 3, 5)), 100)
     keys = sorted(k.decode() for k in await store.redis.keys("t:{agent:{odd}*"))
@@ -144,7 +144,7 @@ async def test_keys_share_the_identity_hash_tag_and_expire(store: WindowStore):
         assert 0 < ttl <= store.config.ttl_s
 
 
-async def test_offboarded_identity_is_blocked_at_once_even_in_staging(store: WindowStore):
+async def test_offboarded_identity_is_blocked_at_once_even_in_staging(store: Store):
     policy = PolicyConfig(offboarded_identities=frozenset({"svc-retired"}))
     pipeline = Pipeline(store, policy)
     docs = series("svc-retired", 5, 3, environment="staging")
@@ -154,10 +154,10 @@ async def test_offboarded_identity_is_blocked_at_once_even_in_staging(store: Win
     assert "offboarding" in firing[0].summary
     blocks = [c for c in out.commands if c.action == "block"]
     assert blocks and blocks[0].limits.requests_per_minute == 0
-    assert (await store.active_throttle("svc-retired")).action == "block"
+    assert (await store.throttles.active_for("svc-retired")).action == "block"
 
 
-async def test_budget_warns_before_the_cap_and_blocks_at_it(store: WindowStore):
+async def test_budget_warns_before_the_cap_and_blocks_at_it(store: Store):
     # 6 calls/min x $0.0004 = $0.0024/min: $0.12/day is 50 minutes of this traffic.
     policy = PolicyConfig(budgets={"svc-spender": BudgetSpec(daily_usd=0.12)})
     pipeline = Pipeline(store, policy)
@@ -189,44 +189,44 @@ def _command(action: str, alert: str, minute: int, identity: str = "svc-x"):
 
 
 async def test_gateway_key_keeps_a_block_and_a_release_clears_only_its_own_command(
-    store: WindowStore,
+    store: Store,
 ):
     now = T0 + timedelta(minutes=3)
     block = _command("block", "drift-alert", 0)
     throttle = _command("throttle", "spike-alert", 1)
-    accepted = await store.apply_throttles([block, throttle], now)
+    accepted = await store.throttles.apply([block, throttle], now)
     assert accepted == [block]  # a throttle never replaces another alert's block
-    assert (await store.active_throttle("svc-x")) == block
-    assert await store.apply_throttles([_command("release", "spike-alert", 2)], now) == []
-    assert (await store.active_throttle("svc-x")) == block  # not the spike's to release
+    assert (await store.throttles.active_for("svc-x")) == block
+    assert await store.throttles.apply([_command("release", "spike-alert", 2)], now) == []
+    assert (await store.throttles.active_for("svc-x")) == block  # not the spike's to release
     older = _command("block", "old-alert", -1)
-    assert await store.apply_throttles([older], now) == []  # a lower version never wins
-    assert await store.apply_throttles([block], now) == [block]  # redelivery: accepted again
+    assert await store.throttles.apply([older], now) == []  # a lower version never wins
+    assert await store.throttles.apply([block], now) == [block]  # redelivery: accepted again
     release = _command("release", "drift-alert", 2)
-    assert await store.apply_throttles([release], now) == [release]
-    assert await store.active_throttle("svc-x") is None
+    assert await store.throttles.apply([release], now) == [release]
+    assert await store.throttles.active_for("svc-x") is None
 
 
-async def test_expired_command_is_accepted_for_the_feed_but_writes_no_key(store: WindowStore):
+async def test_expired_command_is_accepted_for_the_feed_but_writes_no_key(store: Store):
     # A replay of old events must emit the same commands whatever the wall clock says.
     stale = _command("throttle", "old-alert", 0)
     late_now = T0 + timedelta(hours=2)
-    assert await store.apply_throttles([stale], late_now) == [stale]
-    assert await store.active_throttle("svc-x") is None
+    assert await store.throttles.apply([stale], late_now) == [stale]
+    assert await store.throttles.active_for("svc-x") is None
 
 
 async def test_operator_release_clears_the_key_publishes_it_and_sticks_for_that_alert(
-    store: WindowStore,
+    store: Store,
 ):
     now = T0 + timedelta(minutes=3)
     held = _command("throttle", "spike-alert", 1)
     pubsub = store.redis.pubsub()
-    await pubsub.subscribe(store.throttle_channel)
+    await pubsub.subscribe(store.keys.throttle_channel)
     await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
-    await store.apply_throttles([held], now)
+    await store.throttles.apply([held], now)
     operator = _command("release", "spike-alert", 2).model_copy(update={"command_id": "op-1"})
-    assert await store.release_by_operator(held, operator) == 1
-    assert await store.active_throttle("svc-x") is None
+    assert await store.operator.release(held, operator) == 1
+    assert await store.throttles.active_for("svc-x") is None
     published = []
     while len(published) < 2:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
@@ -234,17 +234,17 @@ async def test_operator_release_clears_the_key_publishes_it_and_sticks_for_that_
         published.append(orjson.loads(message["data"])["command_id"])
     assert published == [held.command_id, "op-1"]
     # The episode renews its throttle a minute later: the operator's release stands.
-    assert await store.apply_throttles([_command("throttle", "spike-alert", 6)], now) == []
-    assert await store.active_throttle("svc-x") is None
+    assert await store.throttles.apply([_command("throttle", "spike-alert", 6)], now) == []
+    assert await store.throttles.active_for("svc-x") is None
     # A new alert (an escalation, another detector) throttles again.
     fresh = _command("block", "budget-alert", 7)
-    assert await store.apply_throttles([fresh], now) == [fresh]
-    assert await store.release_by_operator(held, operator) == -1  # not the held one any more
+    assert await store.throttles.apply([fresh], now) == [fresh]
+    assert await store.operator.release(held, operator) == -1  # not the held one any more
     await pubsub.aclose()
 
 
-async def test_trace_call_tree_reports_depth_cycles_root_fanout_and_cost(store: WindowStore):
-    from meterguard.streams.store.window_store import SpanLink
+async def test_trace_call_tree_reports_depth_cycles_root_fanout_and_cost(store: Store):
+    from meterguard.streams.store.traces import SpanLink
 
     # A -> B -> C -> A (a loop back into A), and A's root span also calls D directly.
     spans = [
@@ -254,26 +254,26 @@ async def test_trace_call_tree_reports_depth_cycles_root_fanout_and_cost(store: 
         SpanLink("t1", "s3", "s2", "agent-a", 400),
         SpanLink("t1", "s4", "s0", "agent-d", 500),
     ]
-    places = await store.link_spans(spans[:2])  # the tree grows across batches
-    places += await store.link_spans(spans[2:])
+    places = await store.traces.link(spans[:2])  # the tree grows across batches
+    places += await store.traces.link(spans[2:])
     assert [p.depth for p in places] == [0, 1, 2, 3, 1]
     assert [p.cycle for p in places] == [False, False, False, True, False]
     assert {p.root for p in places} == {"agent-a"}
     assert places[4].fanout == 2  # s0 has two children: s1 and s4
     assert places[-1].trace_cost_nano_usd == 1500
-    again = await store.link_spans(spans)  # a redelivery changes nothing
+    again = await store.traces.link(spans)  # a redelivery changes nothing
     assert again[-1].trace_cost_nano_usd == 1500 and again[4].fanout == 2
 
 
-async def test_rankings_cover_the_newest_event_time_hours_only(store: WindowStore):
+async def test_rankings_cover_the_newest_event_time_hours_only(store: Store):
     pipeline = Pipeline(store, PolicyConfig())
     # svc-old is busy in the first hour only, svc-new quieter but in the third hour.
     old = as_events(series("svc-old", 60, 10))
     new = as_events(series("svc-new", 60, 2, start=T0 + timedelta(hours=2)))
     await run(pipeline, old + new, 500)
-    newest = await store.top_identities(10, hours=1)
+    newest = await store.history.top_identities(10, hours=1)
     assert [identity for identity, _ in newest] == ["svc-new"]
     assert newest[0][1] == 60 * 2 * 500  # 2 calls/min x 500 tokens each, one hour
-    assert [i for i, _ in await store.top_identities(10, hours=3)] == ["svc-old", "svc-new"]
-    (cost,) = await store.top_by_cost(10, hours=1)
+    assert [i for i, _ in await store.history.top_identities(10, hours=3)] == ["svc-old", "svc-new"]
+    (cost,) = await store.history.top_by_cost(10, hours=1)
     assert cost == ("svc-new", 60 * 2 * 400_000)  # $0.0004 a call, in nano-USD

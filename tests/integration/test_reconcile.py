@@ -27,10 +27,11 @@ from meterguard.streams.offline.reconcile import (
     reconcile,
 )
 from meterguard.streams.offline.reconcile_run import totals_of
-from meterguard.streams.store.window_store import StoreConfig, WindowStore
+from meterguard.streams.store import StoreConfig, build_store
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
-from tests.integration.worker_process import Worker, start_worker
-from tests.traffic import T0, as_events, series
+from tests.support.polling import eventually
+from tests.support.traffic import T0, as_events, series
+from tests.support.worker_process import Worker, start_worker
 
 LATENESS_S = 5
 IDENTITIES = ("svc-a", "svc-b", "svc-c")
@@ -113,7 +114,7 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
         events, dead = 2 * len(valid), 2 * (len(POISON_1) + len(POISON_2))
 
         async def everything_counted() -> bool:
-            stats = await worker.store.stats()
+            stats = await worker.store.stats.pipeline_counters()
             counted = sum(
                 stats.get(k, 0) for k in ("events_new", "events_duplicate", "events_late")
             )
@@ -126,7 +127,7 @@ async def run(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fact
                 and stats.get("events_dead_lettered", 0) >= dead
             )
 
-        await worker.wait_for(everything_counted, "every message to be counted")
+        await eventually(everything_counted, "every message to be counted", log=worker.log)
         unique = len({orjson.loads(m or b"")["event_id"] for m in valid})
         yield Run(worker, one + two + one + two, unique, late)
     finally:
@@ -174,7 +175,7 @@ def test_reconcile_explains_duplicates_late_events_and_dead_letters(run: Run, tm
 
 async def test_a_corrupted_minute_is_named_and_fails_the_reconcile(run: Run, tmp_path: Path):
     store = run.worker.store
-    key, minute = store.key("svc-b", "win"), str(int(T0.timestamp()) // 60 + 10)
+    key, minute = store.keys.identity_key("svc-b", "win"), str(int(T0.timestamp()) // 60 + 10)
     calls, *rest = (int(v) for v in (await store.redis.hget(key, minute)).split(b","))
     await store.redis.hset(key, minute, ",".join(str(v) for v in (calls + 1, *rest)))
     try:
@@ -193,7 +194,7 @@ async def test_a_corrupted_minute_is_named_and_fails_the_reconcile(run: Run, tmp
 
 async def test_a_damaged_row_is_reported_unreadable_not_a_crash(run: Run, tmp_path: Path):
     store = run.worker.store
-    key, minute = store.key("svc-b", "win"), str(int(T0.timestamp()) // 60 + 11)
+    key, minute = store.keys.identity_key("svc-b", "win"), str(int(T0.timestamp()) // 60 + 11)
     original = await store.redis.hget(key, minute)
     await store.redis.hset(key, minute, "not,a,row")
     try:
@@ -225,7 +226,7 @@ async def test_recomputed_rules_match_the_ingest_script_on_shuffled_traffic(
     docs += rng.sample(docs, 40)  # redeliveries, at the end
     events = as_events(docs)
     client = aioredis.Redis.from_url(redis_server.url)
-    store = WindowStore(client, cfg)
+    store = build_store(client, cfg)
     try:
         rest = events
         while rest:
@@ -233,9 +234,9 @@ async def test_recomputed_rules_match_the_ingest_script_on_shuffled_traffic(
             groups: dict[str, list] = {}
             for e in rest[:cut]:
                 groups.setdefault(e.identity, []).append(e)
-            await store.ingest(groups)
+            await store.windows.ingest(groups)
             rest = rest[cut:]
-        held = await store.holdings(await store.identities())
+        held = await store.stats.holdings(await store.stats.identities())
     finally:
         await client.aclose()
     rules = Rules(20_000, cfg.dedupe_horizon_s * 1000, cfg.window_minutes, cfg.ttl_s * 1000)

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from meterguard.streams.tools.embedded import EmbeddedRedis
-from tests.traffic import as_jsonl, mixed
+from tests.support.traffic import as_jsonl, mixed
 
 MALFORMED = (
     b'{"event_id": "x", "identity": "svc-quiet-0", '

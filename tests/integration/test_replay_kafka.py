@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from meterguard.streams.runtime.topics import TopicSpec, ensure_topics
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from meterguard.timeutil import format_time
-from tests.traffic import mixed
+from tests.support.traffic import mixed
 
 POISON = b'{"event_id": "poison", "identity": "svc-quiet-0", "event_time": "yesterday"}'
 # Record timestamps: strictly increasing in file order (a producer sending the file line by
@@ -200,7 +200,7 @@ async def test_a_kcat_dump_replays_like_its_topic_headers_and_all(
 ):
     from aiokafka import AIOKafkaConsumer
 
-    from tests.format_traffic import MAPPING_YAML, as_formats
+    from tests.support.format_traffic import MAPPING_YAML, as_formats
 
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING_YAML)

@@ -19,10 +19,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from meterguard.streams.settings import Settings
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.store import Store
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
-from tests.integration.worker_process import DEADLINE_S, read_topics, start_worker
-from tests.traffic import mixed
+from tests.support.polling import DEADLINE_S
+from tests.support.traffic import mixed
+from tests.support.worker_process import read_topics, start_worker
 
 API_TOKEN = uuid.uuid4().hex
 MALFORMED = b'{"event_id": "broken", "identity": "svc-quiet-0", "event_time": "yesterday"}'
@@ -32,7 +33,7 @@ NOT_AN_EVENT = b'{"identity": "svc-quiet-0"}'
 @dataclass
 class Run:
     settings: Settings
-    store: WindowStore
+    store: Store
     sent: list[dict]
     web: str
 
@@ -81,18 +82,18 @@ async def test_runaway_agent_gets_a_throttle_on_topic_and_in_redis_quiet_ones_do
     commands = found[run.settings.topic_throttle]
     assert {c["identity"] for c in commands} == {"agent-runaway"}
     assert commands[-1]["action"] == "throttle"
-    live = await run.store.active_throttle("agent-runaway")
+    live = await run.store.throttles.active_for("agent-runaway")
     assert live is not None and live.model_dump(mode="json") == commands[-1]
-    assert await run.store.redis.pttl(run.store.throttle_key("agent-runaway")) > 0
+    assert await run.store.redis.pttl(run.store.keys.throttle_key("agent-runaway")) > 0
     for i in range(4):
-        assert await run.store.active_throttle(f"svc-quiet-{i}") is None
+        assert await run.store.throttles.active_for(f"svc-quiet-{i}") is None
 
 
 async def test_the_same_events_sent_twice_count_once(run: Run):
-    stats = await run.store.stats()
+    stats = await run.store.stats.pipeline_counters()
     assert stats["events_new"] == len(run.sent)
     assert stats["events_duplicate"] == len(run.sent)
-    counters = await run.store.counters("agent-runaway")
+    counters = await run.store.windows.counters("agent-runaway")
     expected = sum(1 for d in run.sent if d["identity"] == "agent-runaway")
     assert counters["new"] == expected
 
@@ -108,8 +109,8 @@ async def test_malformed_message_lands_in_dlq_with_reason_and_others_still_flow(
     assert "event_time" in letter["error"]
     assert letter["raw"].encode() == MALFORMED
     assert letter["topic"] == run.settings.topic_raw and letter["offset"] is not None
-    assert (await run.store.stats())["events_dead_lettered"] == 1
-    quiet = await run.store.counters("svc-quiet-0")
+    assert (await run.store.stats.pipeline_counters())["events_dead_lettered"] == 1
+    quiet = await run.store.windows.counters("svc-quiet-0")
     assert quiet["new"] == sum(1 for d in run.sent if d["identity"] == "svc-quiet-0")
 
 
@@ -213,7 +214,7 @@ async def test_operator_release_needs_the_token_is_streamed_audited_and_publishe
     assert (await post(url, None))[0] == 401
     assert (await post(url, "wrong-token"))[0] == 403
     assert (await post(f"{run.web}/api/throttles/svc-quiet-0/release", API_TOKEN))[0] == 404
-    held = await run.store.active_throttle("agent-runaway")
+    held = await run.store.throttles.active_for("agent-runaway")
     assert held is not None  # the refused requests changed nothing
     stream_url = f"{run.web}/api/throttles/stream"
     async with aiohttp.ClientSession() as session, session.get(stream_url) as stream:
@@ -226,7 +227,7 @@ async def test_operator_release_needs_the_token_is_streamed_audited_and_publishe
     assert event == "command" and orjson.loads(data) == release
     assert release["action"] == "release" and release["version"] > held.version
     assert release["alert_id"] == held.alert_id and "alice@sec" in release["reason"]
-    assert await run.store.active_throttle("agent-runaway") is None
+    assert await run.store.throttles.active_for("agent-runaway") is None
     assert (await get(f"{run.web}/api/throttles/agent-runaway"))[0] == 404
     assert (await post(url, API_TOKEN))[0] == 404  # nothing left to release
     status, trail = await get(f"{run.web}/api/audit?limit=5")

@@ -8,6 +8,7 @@ from typing import Any
 from meterguard.detectors.features import MinuteWindow
 from meterguard.models import ThrottleCommand
 from meterguard.streams.web import dashboard_view as view
+from tests.support.alerts import make_alert
 
 NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 MINUTE = 29_460_060  # 2026-01-05 09:00 UTC as an epoch minute
@@ -22,20 +23,21 @@ def alert(
     minute: int = MINUTE,
     alert_id: str | None = None,
 ) -> dict[str, Any]:
-    end = datetime.fromtimestamp((minute + 1) * 60, UTC).isoformat().replace("+00:00", "Z")
+    """An alert as the Redis list of recent alerts holds it: JSON, on epoch minute `minute`."""
     evidence: dict[str, Any] = {"minute": minute}
     if start is not None:
         evidence["episode_start_minute"] = start
-    return {
-        "alert_id": alert_id or f"{identity}-{detector}-{start}-{status}-{severity}-{minute}",
-        "identity": identity,
-        "detector": detector,
-        "severity": severity,
-        "status": status,
-        "evidence": evidence,
-        "window_end": end,
-        "event_time": end,
-    }
+    opened = datetime.fromtimestamp(minute * 60, UTC)
+    return make_alert(
+        identity,
+        detector,
+        alert_id=alert_id or f"{identity}-{detector}-{start}-{status}-{severity}-{minute}",
+        severity=severity,
+        status=status,
+        start=opened,
+        evidence=evidence,
+        event_time=opened + timedelta(minutes=1),
+    ).model_dump(mode="json")
 
 
 def command(identity: str = "agent-a", minutes_left: float = 10) -> ThrottleCommand:

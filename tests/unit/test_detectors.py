@@ -15,7 +15,7 @@ from meterguard.detectors.features import MinuteWindow
 from meterguard.detectors.filter import LearningFilter
 from meterguard.detectors.registry import REGISTRY, filter_from_state, new_filter
 from meterguard.detectors.spike import SpikeConfig, SpikeDetector
-from tests.unit.detector_scenarios import SCENARIOS, WARM_UP, Scenario
+from tests.support.detector_scenarios import SCENARIOS, WARM_UP, Scenario
 
 T0 = 29_000_040  # an epoch minute at :00 of the hour (2025-02-20T13:00Z)
 TOKENS_PER_CALL = 800
@@ -188,7 +188,7 @@ def auc(scores: list[float], labels: list[bool]) -> float:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_detector_beats_chance_on_its_labelled_incidents(name: str) -> None:
-    """Each detector on what it exists to catch (tests/unit/detector_scenarios.py)."""
+    """Each detector on what it exists to catch (tests/support/detector_scenarios.py)."""
     scores: list[float] = []
     labels: list[bool] = []
     for seed in range(5):

@@ -1,4 +1,4 @@
-"""Detection-quality scoring (streams/evaluation/evaluate.py): pure, on hand-made alerts and
+"""Detection-quality scoring (streams/evaluation/scoring.py): pure, on hand-made alerts and
 labels."""
 
 from __future__ import annotations
@@ -9,13 +9,11 @@ import orjson
 import pytest
 
 from meterguard.models import Alert
-from meterguard.streams.evaluation.evaluate import (
-    detector_warmup_minutes,
-    evaluation_config,
-    identity_hours,
-    score,
-)
-from meterguard.streams.simulation.simulate import Incident, plan_incidents
+from meterguard.streams.evaluation.config import detector_warmup_minutes, evaluation_config
+from meterguard.streams.evaluation.scoring import identity_hours, score
+from meterguard.streams.simulation.config import Incident
+from meterguard.streams.simulation.incident_plan import plan_incidents
+from tests.support.alerts import make_alert
 
 T0 = datetime(2025, 1, 6, 10, 0, tzinfo=UTC)
 GRACE = timedelta(minutes=5)
@@ -42,22 +40,16 @@ def alert(
     episode: float | None = None,
 ) -> Alert:
     """A firing alert on the minute ending at `minute`, closed `delay_s` later."""
-    end = at(minute)
-    return Alert(
+    return make_alert(
+        identity,
+        detector,
         alert_id=f"{identity}-{detector}-{minute}-{status}-{severity}",
-        identity=identity,
-        detector=detector,
         severity=severity,
-        score=0.95,
         status=status,
-        title="t",
-        summary="s",
-        evidence={
-            "episode_start_minute": _epoch_minute(minute - 1 if episode is None else episode)
-        },
-        window_start=end - timedelta(minutes=1),
-        window_end=end,
-        event_time=end + timedelta(seconds=delay_s),
+        episode=_epoch_minute(minute - 1 if episode is None else episode),
+        start=T0,
+        minute=minute - 1,
+        event_time=at(minute) + timedelta(seconds=delay_s),
     )
 
 

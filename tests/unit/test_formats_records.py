@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -16,8 +15,8 @@ from meterguard.streams.decoding.decode import (
     Origin,
     decode_message,
 )
+from tests.support.format_samples import DATA
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "formats"
 INGEST = datetime(2025, 6, 3, 14, 30, tzinfo=UTC)
 ORIGIN = Origin("metering.raw", 2, 7)
 

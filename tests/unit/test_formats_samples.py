@@ -1,5 +1,5 @@
 """Captured samples of every input format decode to exactly their native equivalents
-(the samples: tests/format_samples.py)."""
+(the samples: tests/support/format_samples.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from meterguard.models import MeteringEvent
 from meterguard.streams.decoding.decode import Origin, decode, decode_message
-from tests.format_samples import SAMPLES, native_lines, sample
+from tests.support.format_samples import SAMPLES, native_lines, sample
 
 INGEST = datetime(2025, 6, 3, 14, 30, tzinfo=UTC)
 ORIGIN = Origin("metering.raw", 1, 99)

@@ -7,8 +7,7 @@ chunk by chunk; the middleware is called through `httpx.ASGITransport`.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -19,8 +18,10 @@ from meterguard.gateway import SSEParser, ThrottleClient, ThrottleMiddleware
 from meterguard.gateway.asgi import identity_from_headers
 from meterguard.gateway.sse import ServerSentEvent
 from meterguard.models import ThrottleCommand, ThrottleLimits
+from tests.support.polling import eventually
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+POLL_S = 0.005  # in process, the client's task gets there within milliseconds
 
 
 def command(
@@ -51,13 +52,6 @@ def sse_command(c: ThrottleCommand) -> bytes:
 
 def sse_ready(count: int) -> bytes:
     return f'event: ready\ndata: {{"count": {count}}}\n\n'.encode()
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.005)  # polling interval, not a stand-in for the condition
 
 
 class FakeWorker:
@@ -148,14 +142,19 @@ async def test_snapshot_then_a_change_updates_the_cache():
         await client.wait_ready(timeout=3)
         assert {i: c.version for i, c in client.commands().items()} == {"a": 1, "b": 1}
         feed.put_nowait(sse_command(command("a", 2, rpm=5)))
-        await eventually(lambda: client.get("a") == command("a", 2, rpm=5))
+        await eventually(
+            lambda: client.get("a") == command("a", 2, rpm=5),
+            "the change",
+            timeout=3,
+            interval=POLL_S,
+        )
 
 
 async def test_commands_before_ready_are_not_in_force_until_the_snapshot_completes():
     worker = FakeWorker()
     feed = worker.connection(sse_command(command("a", 1, action="block")))
     async with worker.client() as client:
-        await eventually(lambda: feed.empty())
+        await eventually(feed.empty, "the command to be read", timeout=3, interval=POLL_S)
         assert not client.ready and client.get("a") is None
         feed.put_nowait(sse_ready(1))
         await client.wait_ready(timeout=3)
@@ -237,12 +236,15 @@ async def test_reconnect_after_the_stream_ends_resyncs_from_the_snapshot():
     async with worker.client() as client:
         await client.wait_ready(timeout=3)
         assert set(client.commands()) == {"a", "b"}
-        await eventually(lambda: worker.requests >= 2)  # second attempt got 503, backs off
+        # The second attempt gets a 503 and backs off.
+        await eventually(lambda: worker.requests >= 2, "a reconnect", timeout=3, interval=POLL_S)
         # A connection that drops mid-snapshot changes nothing.
         worker.connection(sse_command(command("c", 1, action="block")), None)
         # Meanwhile "a" was released and "b" renewed: the next snapshot says so.
         worker.connection(sse_command(command("b", 2, action="block")), sse_ready(1))
-        await eventually(lambda: client.connections == 2)
+        await eventually(
+            lambda: client.connections == 2, "the second snapshot", timeout=3, interval=POLL_S
+        )
         assert {i: c.version for i, c in client.commands().items()} == {"b": 2}
 
 

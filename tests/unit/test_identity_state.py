@@ -9,7 +9,8 @@ import pytest
 from meterguard.detectors.base import Verdict
 from meterguard.detectors.features import MinuteWindow
 from meterguard.detectors.registry import REGISTRY
-from meterguard.streams.policy.episodes import Attribution, PolicyConfig, ScoredMinute, decide
+from meterguard.streams.policy.config import PolicyConfig
+from meterguard.streams.policy.episodes import Attribution, ScoredMinute, decide
 from meterguard.streams.runtime.identity_state import STATE_VERSION, IdentityState
 from meterguard.timeutil import MINUTE_MS
 

@@ -1,23 +1,28 @@
-"""Policy: scored minutes -> alerts and throttle commands (streams/policy/episodes.py)."""
+"""Policy: scored minutes -> alerts and throttle commands (streams/policy/episodes.py,
+its file in streams/policy/config.py)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
+import orjson
 import pytest
+from pydantic import ValidationError
 
 from meterguard.detectors.base import Verdict
 from meterguard.detectors.features import MinuteWindow
-from meterguard.models import Alert, ThrottleCommand
+from meterguard.models import Alert, ThrottleCommand, episode_id_for, episode_id_of
+from meterguard.streams.policy.config import EnvironmentPolicy, PolicyConfig
 from meterguard.streams.policy.episodes import (
     Attribution,
     Baseline,
-    EnvironmentPolicy,
+    Decision,
     Episode,
-    PolicyConfig,
     ScoredMinute,
     decide,
     episode_from_dict,
@@ -388,6 +393,107 @@ def test_no_episode_serialises_to_none() -> None:
     assert episode_from_dict(None) is None
 
 
+# As the identity state stored an episode before Episode was frozen (command as its JSON
+# document), after scores [0.85, 0.95, CALM]: escalated, throttled, one calm minute.
+CHECKPOINT_BEFORE_FROZEN_EPISODES = {
+    "start_minute": 29000040,
+    "alert_id": "0be0f0aba0cf7552bac91f9c8718fa86",
+    "peak_score": 0.95,
+    "severity": "critical",
+    "calm_minutes": 1,
+    "command": {
+        "command_id": "822718f3123d63b6b864993ccaf2ba19",
+        "identity": "svc-billing",
+        "action": "throttle",
+        "limits": {"requests_per_minute": 10, "tokens_per_minute": 10000},
+        "reason": "calls 90 calls/min vs baseline 3 (30.0x)",
+        "alert_id": "0be0f0aba0cf7552bac91f9c8718fa86",
+        "issued_at": "2025-02-19T22:02:10Z",
+        "expires_at": "2025-02-19T22:17:10Z",
+        "version": 1740002530000,
+    },
+}
+
+
+def test_a_checkpoint_from_before_frozen_episodes_resumes_the_same_episode() -> None:
+    scores = [0.85, 0.95, CALM, *[CALM] * 4]
+    old = copy.deepcopy(CHECKPOINT_BEFORE_FROZEN_EPISODES)
+    episode = episode_from_dict(old)
+    assert old == CHECKPOINT_BEFORE_FROZEN_EPISODES
+    assert episode == run(scores[:3]).episode
+    assert episode_to_dict(episode) == CHECKPOINT_BEFORE_FROZEN_EPISODES
+    tail: list[Decision] = []
+    for i, score in enumerate(scores[3:], start=3):
+        decision = decide(DEFAULTS, scored(i, score), episode)
+        tail.append(decision)
+        episode = decision.episode
+    uninterrupted = run(scores)
+    assert [a for d in tail for a in d.alerts] == uninterrupted.alerts[2:]
+    assert [c for d in tail for c in d.commands] == uninterrupted.commands[1:]
+
+
+# -- a pure transition -----------------------------------------------------------------------
+
+
+def test_decide_leaves_the_episode_it_was_given_unchanged() -> None:
+    # Opens, escalates, renews its throttle, dips, resolves with a release: every branch.
+    scores = [0.85, 0.85, 0.95, *[0.95] * 25, 0.6, CALM, CALM, 0.9, *[CALM] * 5]
+    episode: Episode | None = None
+    actions = []
+    for i, score in enumerate(scores):
+        before = copy.deepcopy(episode)
+        as_dict = episode_to_dict(episode)
+        decision = decide(DEFAULTS, scored(i, score), episode)
+        assert episode == before
+        assert episode_to_dict(episode) == as_dict
+        actions += [c.action for c in decision.commands]
+        episode = decision.episode
+    assert episode is None
+    assert actions[0] == "throttle" and actions.count("throttle") >= 3  # renewed
+    assert actions[-1] == "release"
+
+
+def test_the_same_minute_and_episode_give_the_same_decision() -> None:
+    episode = run([0.85, 0.95, *[0.95] * 9]).episode
+    minute = scored(11, 0.95)
+    assert decide(DEFAULTS, minute, episode) == decide(DEFAULTS, minute, episode)
+
+
+def test_episodes_and_decisions_are_frozen() -> None:
+    decision = decide(DEFAULTS, scored(0, 0.95), None)
+    episode = decision.episode
+    assert episode is not None and episode.command is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        episode.calm_minutes = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.episode = None  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        episode.command.version = 0  # type: ignore[misc]
+    assert isinstance(decision.alerts, tuple) and isinstance(decision.commands, tuple)
+
+
+# -- episode ids -----------------------------------------------------------------------------
+
+
+def test_every_alert_of_an_episode_carries_its_episode_id() -> None:
+    result = run([0.85, 0.95, *[CALM] * 5])
+    warning, critical = result.firing
+    (resolved,) = result.resolved
+    assert warning.episode_id == critical.episode_id == resolved.episode_id
+    assert warning.episode_id == episode_id_for("svc-billing", "spike", T0)
+    assert run([0.85], start=20).firing[0].episode_id != warning.episode_id
+    assert run([0.85], detector="retry_loop").firing[0].episode_id != warning.episode_id
+
+
+def test_an_alert_stored_without_episode_id_gets_the_same_one() -> None:
+    for alert in run([0.85, 0.95, *[CALM] * 5]).alerts:
+        doc = alert.model_dump(mode="json")
+        del doc["episode_id"]
+        assert Alert.model_validate(doc).episode_id == alert.episode_id
+        assert Alert.model_validate_json(orjson.dumps(doc)) == alert
+        assert episode_id_of(doc) == alert.episode_id
+
+
 # -- PolicyConfig.load -----------------------------------------------------------------------
 
 
@@ -479,7 +585,7 @@ def test_policy_file_tuning_prod_keeps_builtin_staging_and_test_rules(tmp_path) 
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    ("text", "message"),
     [
         ("default_environment: {fire_at: 0.9, critical_at: 0.8}\n", "critical_at"),
         ("resolve_below: 0.95\n", "resolve_below"),

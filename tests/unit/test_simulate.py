@@ -14,20 +14,21 @@ from typing import Any
 import orjson
 import pytest
 
-from meterguard.streams.simulation.simulate import (
+from meterguard.streams.simulation.config import (
     ALL_INCIDENT_KINDS,
     INCIDENT_EFFECTS,
-    MODELS,
     Incident,
     SimConfig,
+)
+from meterguard.streams.simulation.incident_plan import plan_incidents
+from meterguard.streams.simulation.profiles import MODELS, plan_identities
+from meterguard.streams.simulation.simulate import (
     SimPlan,
     budgets,
     generate,
     generate_minute,
     incident_bystanders,
     offboarded_identities,
-    plan_identities,
-    plan_incidents,
 )
 
 START = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from meterguard.sinks.slack_api import SlackApiSink
 from meterguard.streams.delivery.deliverer import install_delivery
-from meterguard.streams.policy.episodes import PolicyConfig
+from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.settings import Settings
 
 

@@ -12,8 +12,8 @@ from meterguard.sinks.routing import (
     destinations,
     public_url,
 )
-from meterguard.streams.policy.episodes import PolicyConfig
-from tests.unit.sink_alerts import make_alert
+from meterguard.streams.policy.config import PolicyConfig
+from tests.support.alerts import make_alert
 
 
 def test_empty_filter_passes_every_alert():
@@ -142,7 +142,7 @@ def test_destination_names_and_keys_carry_no_secrets():
 def test_the_shipped_example_policy_loads_and_names_its_routes():
     from pathlib import Path
 
-    from meterguard.streams.policy.episodes import PolicyConfig
+    from meterguard.streams.policy.config import PolicyConfig
 
     example = Path(__file__).parents[2] / "deploy" / "meterguard.yaml"
     policy = PolicyConfig.load(str(example))

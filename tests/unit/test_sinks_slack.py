@@ -8,31 +8,10 @@ import pytest
 
 from meterguard.sinks.base import Delivered, Failed, Retry
 from meterguard.sinks.slack import SlackSink, digest_message, latest_per_episode, plan_messages
-from tests.unit.sink_alerts import HOSTILE, make_alert
+from tests.support.alerts import HOSTILE, make_alert
+from tests.support.slack_blocks import parsed_texts, plain_texts
 
 URL = "https://hooks.slack.com/services/T000/B000/XXXX"
-
-
-def parsed_texts(message: dict) -> list[str]:
-    """Every string Slack parses for mentions and links: the fallback and non-plain_text texts."""
-    found = [message["text"]]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if node.get("type") in ("mrkdwn",) or ("text" in node and "type" not in node):
-                found.append(str(node["text"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(message["blocks"])
-    return found
-
-
-def plain_texts(message: dict) -> str:
-    return orjson.dumps(message["blocks"]).decode()
 
 
 def test_alerts_of_one_episode_become_one_message_with_the_latest_state():

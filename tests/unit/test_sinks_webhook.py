@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from meterguard.sinks.base import Delivered, Failed, Retry
 from meterguard.sinks.webhook import WebhookSink, webhook_body
-from tests.unit.sink_alerts import make_alert
+from tests.support.alerts import make_alert
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 URL = "https://siem.example.com/hooks/meterguard"
@@ -125,5 +125,5 @@ def test_webhook_body_is_the_standard_webhooks_envelope_of_the_alert():
 
 
 def test_a_malformed_secret_fails_at_construction():
-    with pytest.raises(Exception):  # noqa: B017 - binascii.Error or EmptyWebhookSecretError
+    with pytest.raises(Exception):  # noqa: B017, PT011 - binascii.Error or EmptyWebhookSecretError
         WebhookSink(URL, "whsec_", httpx.AsyncClient())

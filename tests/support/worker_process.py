@@ -6,13 +6,11 @@ modules never see each other's data on the session's broker and Redis.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +21,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from meterguard.streams.runtime.topics import ensure_topics, topic_specs
 from meterguard.streams.settings import Settings
-from meterguard.streams.store.window_store import WindowStore
+from meterguard.streams.store import Store, build_store
 from meterguard.streams.tools.embedded import EmbeddedBroker, free_port
+from tests.support.polling import eventually
 
-DEADLINE_S = 120.0
 TOPICS = ("RAW", "EVENTS", "DLQ", "ALERTS", "THROTTLE", "ALERTS_DLQ", "AUDIT")
 
 
@@ -37,22 +35,16 @@ class Worker:
     web: str  # http://127.0.0.1:<port>
     log: Path
     process: subprocess.Popen
-    store: WindowStore
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    async def wait_for(self, check: Callable[[], Awaitable[bool]], what: str) -> None:
-        await wait_for(check, what, self.log)
+    store: Store
 
     async def wait_counted(self, n: int, statuses: Iterable[str] = ("events_new",)) -> None:
         """Until the pipeline has counted `n` events with these statuses (all workers)."""
 
         async def counted() -> bool:
-            stats = await self.store.stats()
+            stats = await self.store.stats.pipeline_counters()
             return sum(stats.get(s, 0) for s in statuses) >= n
 
-        await self.wait_for(counted, f"{n} events to be counted")
+        await eventually(counted, f"{n} events to be counted", log=self.log)
 
     async def stop(self) -> None:
         self.process.terminate()
@@ -105,7 +97,7 @@ async def start_worker(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    store = WindowStore(aioredis.Redis.from_url(redis_url), settings.store_config())
+    store = build_store(aioredis.Redis.from_url(redis_url), settings.store_config())
     return Worker(settings, env, f"http://127.0.0.1:{port}", log, process, store)
 
 
@@ -125,17 +117,6 @@ async def produce(
     finally:
         await producer.stop()
     return sent
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> None:
-    """Poll a condition until it holds; fail with the worker's log if it never does."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.25)  # polling interval of a condition check, not a stand-in for it
-    tail = log.read_text(errors="replace")[-3000:]
-    pytest.fail(f"timed out waiting for {what}; worker log tail:\n{tail}")
 
 
 async def read_topics(settings: Settings, topics: list[str]) -> dict[str, list[dict]]:

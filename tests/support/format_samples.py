@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-DATA = Path(__file__).resolve().parent / "data" / "formats"
+DATA = Path(__file__).resolve().parents[1] / "data" / "formats"
 SAMPLES = sorted(
     p.name.removesuffix(".json")
     for p in DATA.glob("*.json")

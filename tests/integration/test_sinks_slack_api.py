@@ -1,4 +1,8 @@
-"""Slack Web API sink (sinks/slack_api.py) against a local chat.postMessage / chat.update."""
+"""Slack Web API sink (sinks/slack_api.py) against a local chat.postMessage / chat.update.
+
+An integration test: slack-sdk talks aiohttp, so the Slack API is a real local HTTP server
+(tests/support/slack_emulator.py), not a mock transport.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from meterguard.sinks.base import Delivered, Failed, Retry
 from meterguard.sinks.routing import RoutingConfig, SlackApi, destinations
 from meterguard.sinks.slack_api import MemoryThreadStore, SlackApiSink, thread_key
 from meterguard.streams.tools.embedded import free_port
-from tests.slack_emulator import SlackEmulator
-from tests.unit.sink_alerts import HOSTILE, make_alert
+from tests.support.alerts import HOSTILE, make_alert
+from tests.support.slack_blocks import parsed_texts
+from tests.support.slack_emulator import SlackEmulator
 
 TOKEN, CHANNEL = "xoxb-test-token", "C123"
 
@@ -150,24 +155,6 @@ async def test_known_episodes_are_threaded_even_in_a_storm_of_new_ones(slack):
     assert digest.text.startswith("3 meterguard alerts")
 
 
-def parsed_texts(body: dict[str, Any]) -> list[str]:
-    """Every string Slack parses for mentions and links: the fallback and mrkdwn texts."""
-    found = [body.get("text", "")]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "mrkdwn" or ("text" in node and "type" not in node):
-                found.append(str(node["text"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(body.get("blocks", []))
-    return found
-
-
 async def test_a_channel_ping_identity_never_reaches_text_slack_parses(slack):
     sink = sink_for(slack.base_url, MemoryThreadStore(), threshold=2)
     await sink.deliver([make_alert(HOSTILE, severity="warning")])
@@ -191,7 +178,7 @@ def test_the_web_api_replaces_the_webhook_and_its_key_holds_no_token():
     assert dest.public_name == "https://slack.com/api/#C123"
 
 
-@pytest.mark.parametrize("token, channel", [(TOKEN, None), (None, CHANNEL)])
+@pytest.mark.parametrize(("token", "channel"), [(TOKEN, None), (None, CHANNEL)])
 def test_a_bot_token_without_a_channel_or_the_reverse_is_refused(token, channel):
     with pytest.raises(ValueError, match="MG_SLACK_CHANNEL"):
         SlackApi.of("https://slack.com/api/", token, channel)

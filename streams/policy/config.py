@@ -1,0 +1,100 @@
+"""The policy file (`meterguard.yaml`, MG_POLICY_FILE): thresholds, environments, budgets.
+
+Validated once at start (unknown keys and inconsistent thresholds are errors); the episode
+transition in `episodes.py` only reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from meterguard.detectors.features import IdentityContext
+from meterguard.sinks.routing import RoutingConfig
+from meterguard.yaml_config import load_yaml_model
+
+
+class EnvironmentPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fire_at: float = Field(default=0.8, gt=0, le=1)
+    critical_at: float = Field(default=0.9, gt=0, le=1)
+    throttle_on: Literal["critical", "warning", "never"] = "critical"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EnvironmentPolicy:
+        if self.critical_at < self.fire_at:
+            raise ValueError(f"critical_at ({self.critical_at}) is below fire_at ({self.fire_at})")
+        return self
+
+
+class BudgetSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    daily_usd: float | None = Field(default=None, gt=0)
+    monthly_usd: float | None = Field(default=None, gt=0)
+
+
+def _default_environments() -> dict[str, EnvironmentPolicy]:
+    return {
+        "prod": EnvironmentPolicy(),
+        "staging": EnvironmentPolicy(throttle_on="never"),
+        "test": EnvironmentPolicy(fire_at=0.9, critical_at=0.97, throttle_on="never"),
+    }
+
+
+class PolicyConfig(BaseModel):
+    """`meterguard.yaml` (MG_POLICY_FILE). Every field has a default; unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resolve_below: float = Field(default=0.5, ge=0, le=1)
+    resolve_after_minutes: int = Field(default=5, ge=1)
+    throttle_minutes: int = Field(default=15, ge=1)
+    # Throttle limits = the identity's own baseline x headroom, never below the floors.
+    throttle_headroom: float = Field(default=2.0, ge=1)
+    min_requests_per_minute: int = Field(default=10, ge=1)
+    min_tokens_per_minute: int = Field(default=10_000, ge=1)
+    default_environment: EnvironmentPolicy = EnvironmentPolicy()
+    environments: dict[str, EnvironmentPolicy] = Field(default_factory=_default_environments)
+    # Identities whose calls are blocked at once (offboarded service accounts, revoked keys).
+    offboarded_identities: frozenset[str] = frozenset()
+    # Per-identity budgets (event-time UTC day / month); `default_budget` for all others.
+    budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
+    default_budget: BudgetSpec | None = None
+    budget_warn_at: float = Field(default=0.8, gt=0, lt=1)
+    routing: RoutingConfig = RoutingConfig()  # alert destinations' filters (sinks/routing.py)
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        """A file that only tunes `prod` keeps the built-in staging and test rules."""
+        if isinstance(value, dict):
+            return {**_default_environments(), **value}
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_below_fire(self) -> PolicyConfig:
+        lowest = min(
+            [self.default_environment.fire_at] + [e.fire_at for e in self.environments.values()]
+        )
+        if self.resolve_below > lowest:
+            raise ValueError(f"resolve_below ({self.resolve_below}) is above a fire_at ({lowest})")
+        return self
+
+    def context_for(self, identity: str) -> IdentityContext:
+        budget = self.budgets.get(identity, self.default_budget) or BudgetSpec()
+        return IdentityContext(
+            daily_budget_usd=budget.daily_usd,
+            monthly_budget_usd=budget.monthly_usd,
+            offboarded=identity in self.offboarded_identities,
+            budget_warn_at=self.budget_warn_at,
+        )
+
+    def for_environment(self, environment: str | None) -> EnvironmentPolicy:
+        return self.environments.get(environment or "", self.default_environment)
+
+    @classmethod
+    def load(cls, path: str | None) -> PolicyConfig:
+        return load_yaml_model(cls, path, "policy file")
