@@ -140,7 +140,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         )
         await ensure_topics(broker.bootstrap, topic_specs(settings))
         log = (workdir / "worker.log").open("wb")
-        worker = subprocess.Popen(
+        # Popen returns once the long-running worker is forked; nothing here waits on it.
+        worker = subprocess.Popen(  # noqa: ASYNC220
             [
                 sys.executable,
                 "-m",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,5 +98,5 @@ class FirstContact:
     def to_state(self) -> dict[str, int | None]:
         return {"first_minute": self.first_minute, "events": self.seen}
 
-    def restore(self, state: dict) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self.first_minute, self.seen = state["first_minute"], int(state["events"])

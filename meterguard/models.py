@@ -34,6 +34,7 @@ MAX_COST_USD = Decimal(10_000)
 
 EventKind = Literal["llm.call", "tool.call", "api.call"]
 Severity = Literal["info", "warning", "critical"]
+ThrottleAction = Literal["throttle", "block", "release"]
 
 
 # Optional attribution and evidence strings: bounded, so one event cannot carry megabytes in
@@ -197,7 +198,7 @@ class ThrottleCommand(BaseModel):
 
     command_id: str
     identity: str
-    action: Literal["throttle", "block", "release"]
+    action: ThrottleAction
     limits: ThrottleLimits = ThrottleLimits()
     reason: str
     alert_id: str | None = None

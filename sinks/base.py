@@ -116,7 +116,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Delay before attempt `attempt + 1`, after `attempt` (>= 1) failed."""
-        ceiling = min(self.max_s, self.base_s * 2 ** min(attempt - 1, 62))
+        ceiling = min(self.max_s, self.base_s * 2.0 ** min(attempt - 1, 62))
         delay = self.rng() * ceiling
         if retry_after is not None:
             delay = max(delay, retry_after)

@@ -37,7 +37,7 @@ def webhook_body(alert: Alert) -> str:
     return orjson.dumps(envelope).decode()
 
 
-def signed_headers(signer: Webhook | None, msg_id: str, now: datetime, body: str) -> dict:
+def signed_headers(signer: Webhook | None, msg_id: str, now: datetime, body: str) -> dict[str, str]:
     headers = {"content-type": "application/json", "user-agent": "meterguard"}
     if signer is not None:
         headers |= {

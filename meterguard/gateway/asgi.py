@@ -37,7 +37,7 @@ def identity_from_headers(scope: Scope) -> str | None:
     logged, shown on the dashboard or echoed in a 429 body. Producers of metering events
     must name the identity the same way.
     """
-    headers = dict(scope.get("headers") or [])
+    headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
     named = headers.get(IDENTITY_HEADER, b"").decode("latin-1").strip()
     if named:
         return named

@@ -116,7 +116,9 @@ class ThrottleClient:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    async def wait_ready(self, timeout: float | None = None) -> None:
+    # The keyword is public API (callers and tests pass timeout=); it is applied here with
+    # asyncio.timeout, exactly as a caller's own `async with asyncio.timeout()` would.
+    async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait for the first complete snapshot; TimeoutError if it does not come in time."""
         async with asyncio.timeout(timeout):
             await self._ready.wait()
@@ -244,7 +246,7 @@ class ThrottleClient:
     def _backoff(self, failures: int) -> float:
         # "Equal jitter": never zero (no hot loop), spread so restarted workers are not
         # hit by every gateway in the same instant.
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2**failures)
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2.0**failures)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     async def _stream_once(self) -> bool:

@@ -277,7 +277,7 @@ def install_delivery(
     )
 
     @app.agent(alerts)
-    async def enqueue_alerts(stream: faust.StreamT) -> None:
+    async def enqueue_alerts(stream: faust.StreamT[bytes]) -> None:
         # take_events keeps each record's timestamp (Stream, not in StreamT's stub).
         batches = stream.take_events(100, within=0.2)  # type: ignore[attr-defined]
         async for batch in batches:
@@ -293,7 +293,8 @@ def install_delivery(
             await retrying(lambda i=items: outbox.enqueue(i), log=log, what="enqueue retry")  # type: ignore[misc]
             deliverer.wake({dest for _, dest, _ in items})
 
-    @app.task
+    # faust declares App.task @no_type_check (it is a decorator with and without arguments).
+    @app.task  # type: ignore[untyped-decorator]
     async def deliver_alerts() -> None:
         try:
             await deliverer.run()

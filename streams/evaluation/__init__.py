@@ -1,0 +1,2 @@
+"""Detection quality: recall, time to detect and false alerts of the replay pipeline on
+labelled synthetic traffic (`meterguard evaluate`)."""

@@ -81,7 +81,7 @@ def evaluation_config(
 
 def policy_overrides(cfg: SimConfig) -> tuple[dict[str, Any], list[str]]:
     """Policy keys the simulated world needs (offboarded identities, budgets), if supported."""
-    from meterguard.streams.policy.episodes import PolicyConfig
+    from meterguard.streams.policy.config import PolicyConfig
 
     wanted: dict[str, Any] = {}
     offboarded = getattr(simulate, "offboarded_identities", None)

@@ -4,6 +4,7 @@ streams/offline/reconcile.py, and render the report."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -93,7 +94,8 @@ async def recompute_file(
     path: Path, settings: Settings, show_progress: bool, kcat: bool = False
 ) -> Recomputed:
     feed = _Input(settings)
-    with _progress(path.name, path.stat().st_size, show_progress, in_bytes=True) as advance:
+    size = (await asyncio.to_thread(path.stat)).st_size
+    with _progress(path.name, size, show_progress, in_bytes=True) as advance:
         for batch, consumed in file_batches(path, 5000, kcat):
             feed.add(batch)
             advance(consumed, None)

@@ -9,6 +9,7 @@ streams/offline/topic_source.py (record timestamp, partition, offset).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -117,7 +118,8 @@ async def replay_file(
     keep_state: bool = False,
     kcat: bool = False,
 ) -> ReplaySummary:
-    progress = _progress(source.name, source.stat().st_size, show_progress, in_bytes=True)
+    size = (await asyncio.to_thread(source.stat)).st_size
+    progress = _progress(source.name, size, show_progress, in_bytes=True)
     async with _Replay(outputs, settings, redis_url, keep_state) as run, progress as advance:
         for batch, consumed in file_batches(source, batch_size, kcat):
             await run.batch(batch)

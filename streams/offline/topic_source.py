@@ -36,6 +36,7 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 POLL_MS = 200
 MAX_BUFFERED = 20_000  # per partition: a partition this far ahead is paused (memory bound)
@@ -280,7 +281,9 @@ class TopicSource:
                 if p not in merger.finished and p not in {tp.partition for tp in batch}:
                     await self._maybe_finish(by_part[p], now - last_data[p], merger)
 
-    def _select(self, partition: int, raw: list, merger: PartitionMerger) -> list[TopicRecord]:
+    def _select(
+        self, partition: int, raw: list[ConsumerRecord[bytes, bytes]], merger: PartitionMerger
+    ) -> list[TopicRecord]:
         taken: list[TopicRecord] = []
         flt = self._filters[partition]
         for r in raw:

@@ -22,6 +22,7 @@ from meterguard.detectors.features import MinuteWindow
 from meterguard.models import (
     Alert,
     Severity,
+    ThrottleAction,
     ThrottleCommand,
     ThrottleLimits,
     episode_id_for,
@@ -249,7 +250,15 @@ def _release(active: ThrottleCommand, trigger_ms: int) -> ThrottleCommand:
     )
 
 
-def _command(config, identity, action, limits, reason, alert_id, trigger_ms) -> ThrottleCommand:
+def _command(
+    config: PolicyConfig,
+    identity: str,
+    action: ThrottleAction,
+    limits: ThrottleLimits,
+    reason: str,
+    alert_id: str | None,
+    trigger_ms: int,
+) -> ThrottleCommand:
     issued = from_ms(trigger_ms)
     # version = event-time ms: monotonic per identity and the same on every replay.
     return ThrottleCommand(

@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> faust.App:
     mapping = settings.mapping  # read (and a bad file refused) once, before any message
 
     @app.agent(raw)
-    async def decode_agent(stream: faust.StreamT) -> None:
+    async def decode_agent(stream: faust.StreamT[bytes]) -> None:
         # take_events (Stream, not in StreamT's stub) keeps each message's topic/offset.
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.batch_size, within=settings.batch_seconds
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> faust.App:
                 )
 
     @app.agent(events)
-    async def score_agent(stream: faust.StreamT) -> None:
+    async def score_agent(stream: faust.StreamT[bytes]) -> None:
         async for values in stream.take(settings.batch_size, within=settings.batch_seconds):
             started = time.perf_counter()
             batch = []

@@ -62,7 +62,9 @@ class TopicSpec:
         return configs
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 15) -> None:
+# `timeout` is more than a deadline a caller could impose: it also sizes the admin client's
+# request timeout and the broker-side CreateTopics timeout, and expiry becomes TopicSetupError.
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 15) -> None:  # noqa: ASYNC109
     """Create the missing topics, then check every topic's partition count and compaction.
 
     Idempotent: topics that already exist with the right shape are left alone (a concurrent
@@ -110,14 +112,16 @@ def _servers(bootstrap: str) -> list[str]:
     return [s.strip().removeprefix("kafka://") for s in bootstrap.split(",") if s.strip()]
 
 
-async def _create(admin: AIOKafkaAdminClient, specs: list[TopicSpec], timeout: float) -> None:
+async def _create(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], broker_timeout_s: float
+) -> None:
     new_topics = [
         NewTopic(s.name, s.partitions, replication_factor=1, topic_configs=s.configs())
         for s in specs
     ]
     # Replication factor 1: the embedded broker is a single node. A multi-broker production
     # cluster should have its topics provisioned by its operators, not by this helper.
-    response = await admin.create_topics(new_topics, timeout_ms=int(timeout * 1000))
+    response = await admin.create_topics(new_topics, timeout_ms=int(broker_timeout_s * 1000))
     for entry in response.to_object()["topic_errors"]:
         code = entry["error_code"]
         # "already exists" is a concurrent creator (another worker, a test); _verify judges it.

@@ -7,6 +7,8 @@ happened to draw. The stream numbers are part of the generated output: never ren
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from meterguard.streams.simulation.config import SimConfig
@@ -22,4 +24,6 @@ def random_stream(cfg: SimConfig, *stream: int) -> np.random.Generator:
 
 
 def pick_weighted(rng: np.random.Generator, weights: dict[str, float], n: int) -> list[str]:
-    return rng.choice(list(weights), size=n, p=list(weights.values())).tolist()
+    picks = rng.choice(list(weights), size=n, p=list(weights.values()))
+    # ndarray.tolist() is typed Any (its items depend on the dtype): here they are the str keys.
+    return cast(list[str], picks.tolist())

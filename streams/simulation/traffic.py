@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -15,7 +16,9 @@ from aiokafka import AIOKafkaProducer
 from meterguard.timeutil import parse_event_time
 
 
-def write_jsonl(events: Iterable[dict], path: Path, on_progress: Callable[[int], None]) -> int:
+def write_jsonl(
+    events: Iterable[dict[str, Any]], path: Path, on_progress: Callable[[int], None]
+) -> int:
     count = 0
     with path.open("wb") as out:
         for event in events:
@@ -55,7 +58,7 @@ class PacedClock:
 
 
 async def produce_paced(
-    events: Iterable[dict],
+    events: Iterable[dict[str, Any]],
     bootstrap: str,
     topic: str,
     clock: PacedClock | None,

@@ -77,7 +77,7 @@ def plan_traps(world: World, rng: np.random.Generator) -> Traps:
 def deploy_factor(t: int) -> float:
     """Rate multiplier `t` minutes after a deploy's ramp began (1 before and after it)."""
     # up over 10 minutes, an hour at 2x, down over 10
-    return (
+    return float(
         1
         + np.clip(t / DEPLOY_RAMP, 0, 1)
         - np.clip((t - DEPLOY_RAMP - DEPLOY_HOLD) / DEPLOY_RAMP, 0, 1)

@@ -140,7 +140,11 @@ class World:
     # drawing calls
 
     def pick_sources(self, rng: np.random.Generator, who: np.ndarray) -> np.ndarray:
-        return self.src_offset[who] + (rng.random(who.size) * self.src_count[who]).astype(np.int64)
+        # Fancy indexing is typed Any in numpy's stubs: name the array it yields.
+        picked: np.ndarray = self.src_offset[who] + (
+            rng.random(who.size) * self.src_count[who]
+        ).astype(np.int64)
+        return picked
 
     def ordinary(
         self,

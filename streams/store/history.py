@@ -11,7 +11,7 @@ Keys (written in the checkpoint round trip of Windows.commit, read here):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -56,7 +56,7 @@ class History:
             pipe.ltrim(self._keys.alerts_key, 0, RECENT_ALERTS - 1)
 
     # -- reads --------------------------------------------------------------------------------
-    async def recent_alerts(self, limit: int) -> list[dict]:
+    async def recent_alerts(self, limit: int) -> list[dict[str, Any]]:
         raw = await self._redis.lrange(self._keys.alerts_key, 0, limit - 1)
         return [orjson.loads(item) for item in raw]
 

@@ -13,6 +13,8 @@ Script: operator_release.lua (compare-and-delete on the command the operator saw
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import redis.asyncio as aioredis
 
@@ -52,6 +54,6 @@ class OperatorActions:
             pipe.ltrim(self._keys.audit_key, 0, RECENT_AUDIT - 1)
             await pipe.execute()
 
-    async def recent_audit(self, limit: int) -> list[dict]:
+    async def recent_audit(self, limit: int) -> list[dict[str, Any]]:
         raw = await self._redis.lrange(self._keys.audit_key, 0, limit - 1)
         return [orjson.loads(item) for item in raw]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -191,7 +192,8 @@ def _pack_events(events: Sequence[MeteringEvent]) -> str:
     )
 
 
-def _parse_ingest(reply: list) -> IngestResult:
+def _parse_ingest(reply: list[Any]) -> IngestResult:
+    # The ingest script's reply: eleven values of mixed Redis types (ints, nil, arrays, bulk).
     new, dup, late, status, closes, scored, final, first, rows, state, final_before = reply
     flat = [int(v) for v in closes]
     first_minute = int(first) if first is not None else None

@@ -1,0 +1,1 @@
+"""The command line (cli*.py), the embedded demo and the embedded servers."""

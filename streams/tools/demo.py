@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -80,8 +81,8 @@ class Schedule:
 class Screen:
     started: float = field(default_factory=time.monotonic)
     produced: int = 0
-    alerts: deque = field(default_factory=lambda: deque(maxlen=12))
-    throttles: dict[str, dict] = field(default_factory=dict)
+    alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=12))
+    throttles: dict[str, dict[str, Any]] = field(default_factory=dict)
     alert_count: int = 0
     stats: dict[str, int] = field(default_factory=dict)
     top: list[tuple[str, float]] = field(default_factory=list)
@@ -153,7 +154,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _start_worker(settings: Settings, workdir: Path, web_port: int) -> subprocess.Popen:
+def _start_worker(settings: Settings, workdir: Path, web_port: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "MG_KAFKA_BROKER": settings.kafka_broker or "",
@@ -180,7 +181,7 @@ def _start_worker(settings: Settings, workdir: Path, web_port: int) -> subproces
     )
 
 
-def _stop_process(proc: subprocess.Popen) -> None:
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -200,7 +201,7 @@ async def _run(
     identities: int,
     speed: float | None,
     seed: int,
-    worker: subprocess.Popen,
+    worker: subprocess.Popen[bytes],
     web: str,
 ) -> None:
     screen = Screen()

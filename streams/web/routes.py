@@ -49,7 +49,7 @@ def register_routes(app: faust.App, store: Store, settings: Settings) -> None:
         redis_ok = False
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
             redis_ok = bool(await store.redis.ping())
-        broker_ok = bool(app.producer.started) if app.producer else False  # type: ignore[attr-defined]
+        broker_ok = bool(app.producer.started) if app.producer else False
         ready = redis_ok and broker_ok
         body = {"status": "ready" if ready else "not ready", "redis": redis_ok, "broker": broker_ok}
         return web.json(body, status=200 if ready else 503)

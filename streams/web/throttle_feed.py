@@ -88,7 +88,8 @@ class ThrottleFeed:
                 delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    # redis-py's PubSub.aclose has no annotations (the rest of the client does).
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _fan_out(self, payload: bytes) -> None:
         # One SSE frame per change, whatever the number of clients.

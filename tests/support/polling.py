@@ -22,11 +22,13 @@ LOG_TAIL_CHARS = 4000
 Condition = Callable[[], bool | Awaitable[bool]]
 
 
+# `timeout` is a polling budget that ends in pytest.fail naming `what` (and the log tail), not
+# a cancellation a caller's asyncio.timeout could replace; every test passes it by that name.
 async def eventually(
     condition: Condition,
     what: str = "the condition",
     *,
-    timeout: float = DEADLINE_S,
+    timeout: float = DEADLINE_S,  # noqa: ASYNC109
     interval: float = 0.1,
     log: Path | None = None,
 ) -> float:
@@ -44,7 +46,14 @@ async def eventually(
             break
         await asyncio.sleep(interval)  # polling interval of a condition check, not a stand-in
     message = f"timed out after {timeout:g}s waiting for {what}"
-    if log is not None and log.exists():
-        tail = log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-        message += f"; log tail ({log}):\n{tail}"
+    if log is not None:
+        tail = await asyncio.to_thread(_log_tail, log)
+        if tail is not None:
+            message += f"; log tail ({log}):\n{tail}"
     pytest.fail(message)
+
+
+def _log_tail(log: Path) -> str | None:
+    if not log.exists():
+        return None
+    return log.read_text(errors="replace")[-LOG_TAIL_CHARS:]

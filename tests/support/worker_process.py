@@ -90,7 +90,8 @@ async def start_worker(
     await ensure_topics(broker.bootstrap, topic_specs(settings))
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     port = free_port()
-    process = subprocess.Popen(
+    # Popen returns once the long-running worker is forked; nothing here waits on it.
+    process = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "meterguard.streams.tools.cli", "worker", "--web-port", str(port)],
         env=env,
         stdout=log.open("wb"),
