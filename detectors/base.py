@@ -27,6 +27,9 @@ class Verdict:
     # "block": stop the identity whatever the environment's throttle rule (offboarded
     # identity, hard budget cap). None: the policy decides from the score.
     action: str | None = None
+    # Per-minute excess over the detector's expectation, by metric ("calls", "tokens",
+    # "cost_usd"), for the policy's materiality rule; None: the detector measures no volume.
+    excess: dict[str, float] | None = None
 
 
 class Detector(Protocol):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +68,9 @@ class IdentityContext:
     monthly_budget_usd: float | None = None
     offboarded: bool = False
     budget_warn_at: float = 0.8  # fraction of a budget that raises the warning
+    # Per-detector parameters of the identity's environment (policy file, `detection:`),
+    # detector name -> {config field: value}; a detector applies them over its defaults.
+    detector_params: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # Typical per-minute rates of the identity's peers (same team and environment), by
+    # metric, plus "<metric>_phi" (their dispersion): a new identity's only yardstick.
+    peer_rates: Mapping[str, float] | None = None

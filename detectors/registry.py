@@ -28,13 +28,26 @@ REGISTRY: dict[str, tuple[Callable[[], Detector], Callable[[dict[str, Any]], Det
 }
 
 
+# How long a level may stay anomalous before it is the new normal, where a detector's own
+# horizon is longer than the filter's default: a slow ramp is sustained by definition, and its
+# anchor (the lowest level of the last three hours) already moves on after three hours.
+ADAPT_AFTER_MINUTES = {"slow_ramp": 180}
+
+
+def _filter(name: str, detector: Detector, refused_in_a_row: int = 0) -> LearningFilter:
+    adapt = ADAPT_AFTER_MINUTES.get(name)
+    if adapt is None:
+        return LearningFilter(detector, refused_in_a_row=refused_in_a_row)
+    return LearningFilter(detector, adapt_after_minutes=adapt, refused_in_a_row=refused_in_a_row)
+
+
 def new_filter(name: str) -> LearningFilter:
     make, _ = REGISTRY[name]
-    return LearningFilter(make())
+    return _filter(name, make())
 
 
 def filter_from_state(name: str, state: dict[str, Any] | None) -> LearningFilter:
     if state is None:
         return new_filter(name)
     _, restore = REGISTRY[name]
-    return LearningFilter(restore(state["model"]), refused_in_a_row=int(state["refused_in_a_row"]))
+    return _filter(name, restore(state["model"]), int(state["refused_in_a_row"]))

@@ -1,117 +1,170 @@
 """Per-identity spike detector on calls, tokens and cost per minute (pure).
 
-Per metric, values are compared in square-root space: it stabilises the variance of counts
-(Poisson noise of a 3-calls/min key does not look like a spike, as it does in log space) while
-a large identity's proportional swings are not magnified as in linear space. Two baselines:
+Right at every volume: nothing here is a number of calls, tokens or dollars. Each metric is
+judged by its own distribution, learnt from the identity's history:
 
-* a level: exponentially weighted mean and deviation over the last ~hour, which follows the
-  daily rhythm because it moves slowly;
-* an hour-of-clock profile: one slot per minute of the hour, so a cron-style job that bursts
-  at :00 every hour is normal at :00 after one occurrence.
+* **Expected value** of the minute: an exponentially weighted level (~1 h) whose estimate is
+  shrunk towards the identity's day-long level by `prior_events` calls' worth of weight (a
+  quiet key's hour holds too few calls to know its rate; a busy one's hour dominates), never
+  below half a call over the identity's history (a Jeffreys prior: a key that never called
+  is not "rate zero"), and raised to the minute-of-hour profile when a schedule recurs there
+  (an hourly job's burst at :07 is normal once seen).
+* **Dispersion** φ = variance / mean around that level (≥ 1 for call counts; ≥ the amount
+  per call for tokens and cost, which arrive in per-call lumps). Dividing by φ turns any
+  metric into "independent arrivals", so counts are judged as counts (over-dispersed Poisson)
+  and amounts robustly.
+* **Evidence accumulates** in a CUSUM of log-likelihood ratios for a k-fold rise, one per k in
+  `min_ratio`, `min_ratio`², `min_ratio`³ (moderate shifts add up over minutes, huge ones
+  quickly). One minute may carry at most half the evidence an alert needs unless the
+  identity's ordinary minute already holds `min_ratio` independent arrivals (μ/φ): a quiet
+  key's minute is one burst, and a single burst is never conclusive; a busy identity's minute
+  is many independent calls and can be.
+* **Magnitude**: the rise over the evidence's run and over the last ~10 minutes, whichever is
+  smaller, must reach `min_ratio` to score 0.8: a doubling (a deploy, a second consumer) is
+  the everyday legitimate change and must not page, and a run of scattered blips is not a rise.
 
-A minute is judged against whichever baseline explains it best (the smaller z): a spike is a
-minute that neither explains. The score is the smaller of two calibrated scores: how
-improbable (robust z) and how large (ratio to baseline) the excess is, so a statistically sure
-but modest rise (1.5x on a very steady service) does not page anyone. A spike must also be
-material (a minimum absolute excess), so 1 -> 6 calls on a quiet key is not an incident.
-A new identity is judged against conservative absolute floors until it has
-`warmup_minutes` of history.
+The score is the smaller of the evidence score and the magnitude score. Calibration: with
+`alert_evidence` = 14 nats, a score of 0.8 means the minutes since the rise began are about
+e¹⁴ ≈ 10⁶ times likelier under a `min_ratio`-fold (or larger) rate than under the identity's
+own over-dispersed baseline: under the baseline, a CUSUM crosses that about once in 10⁶
+minutes (Siegmund), i.e. well under one false spike per 1,000 identity-hours per metric.
+Materiality (whether a statistically sure rise is worth waking someone or throttling) is the
+policy's (`materiality` per environment), not this detector's.
+
+A new identity has no history: until `warmup_minutes` it is judged against its peers' rates
+(`IdentityContext.peer_rates`, same team and environment) when they are known, else not at all.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from meterguard.detectors.base import MinuteDetector, Verdict
-from meterguard.detectors.features import MinuteWindow
-from meterguard.detectors.robust import (
-    MAD_TO_SIGMA,
-    EwStat,
-    pack_array,
-    ratio_to_score,
-    unpack_array,
-    z_to_score,
-)
+from meterguard.detectors.features import IdentityContext, MinuteWindow
+from meterguard.detectors.robust import pack_array, ratio_to_score, unpack_array
 
 METRICS = ("calls", "tokens", "cost_usd")
 SLOTS = 60
-PRIOR_SAMPLES = 3.0
-
+RECENT = 60  # at most an hour of "recent" minutes
+EVIDENCE_CEILING = 3.0  # x alert_evidence: scores 0.97
+# x alert_evidence of evidence that the rate is back at the baseline (e^3.5 ~ 33:1) ends a
+# rise: without it a big rise's surplus would keep the evidence high long after it ended.
+END_EVIDENCE = 0.25
+STATE_VERSION = 2
 UNITS = {"calls": "calls/min", "tokens": "tokens/min", "cost_usd": "USD/min"}
 
 
 @dataclass(frozen=True)
 class SpikeConfig:
-    level_span_minutes: int = 60
+    # The smallest rise that is a spike: scores 0.8 at this ratio (policy: per environment).
+    # Why 3: a doubling is the commonest legitimate change (deploy, replica, new consumer).
+    min_ratio: float = 3.0
+    # CUSUM evidence (nats) that scores 0.8: ~10^6 baseline minutes per false crossing (policy).
+    alert_evidence: float = 14.0
+    level_span_minutes: int = 60  # follows the daily rhythm, slowly enough to see a rise
+    prior_span_minutes: int = 1440  # the identity's day-long level: the quiet key's prior
+    dispersion_span_minutes: int = 240  # burstiness is a property of the workload: slow
+    # The magnitude test's "recent" minutes: as many as hold `recent_arrivals` arrivals at a
+    # `min_ratio`-fold rate (two minutes for a busy identity, up to an hour for a quiet key):
+    # fewer and a quiet key's runaway flickers between empty minutes; more and a burst that is
+    # over still looks like a rise.
+    recent_arrivals: float = 3.0
+    # Calls' worth of weight the day-long level adds to the hour's estimate: about the count
+    # at which a Poisson rate is known to ±30 %. A statistical constant, not a volume.
+    prior_events: float = 10.0
     # One full hour-of-clock cycle: until the profile has seen every minute of the hour, an
     # hourly job's first burst would look like a spike.
     warmup_minutes: int = 60
-    z_half: float = 4.0  # robust z that scores 0.5; 8 -> 0.8
-    ratio_half: float = 3.0  # value/baseline that scores 0.5; ~6x -> 0.73, 10x -> 0.81
-    # Never trust a baseline tighter than this fraction of its own level (sqrt space):
-    # 0.1 means a doubling is ~4 sigma even on a perfectly steady identity.
-    relative_sigma_floor: float = 0.1
     profile_alpha: float = 0.3
-    # A spike must exceed the baseline by at least this much (per minute) to count.
-    min_excess: dict[str, float] = field(
-        default_factory=lambda: {"calls": 30.0, "tokens": 30_000.0, "cost_usd": 0.5}
-    )
-    # Cold start: a new identity scores 0.5 at these rates, 0.8 at twice these.
-    cold_floor: dict[str, float] = field(
-        default_factory=lambda: {"calls": 300.0, "tokens": 500_000.0, "cost_usd": 10.0}
-    )
+
+    @property
+    def bank(self) -> tuple[float, ...]:
+        return (self.min_ratio, self.min_ratio**2, self.min_ratio**3)
 
 
-def to_space(metric: str, value: float) -> float:
-    """Variance-stabilising transform: Anscombe for call counts, sqrt for amounts."""
-    if metric == "calls":
-        return 2.0 * math.sqrt(value + 0.375)
-    if metric == "cost_usd":
-        return math.sqrt(value * 1e6)  # micro-dollars: same footing as token counts
-    return math.sqrt(value)
+class _Ew:
+    """Exponentially weighted sums: mean = x / n, with a natural start (plain average)."""
+
+    __slots__ = ("n", "x")
+
+    def __init__(self, x: float = 0.0, n: float = 0.0) -> None:
+        self.x, self.n = x, n
+
+    def add(self, value: float, span: int) -> None:
+        keep = 1.0 - 2.0 / (span + 1)
+        self.x = self.x * keep + value
+        self.n = self.n * keep + 1.0
+
+    @property
+    def mean(self) -> float:
+        return self.x / self.n if self.n > 0 else 0.0
 
 
-def from_space(metric: str, y: float) -> float:
-    if metric == "calls":
-        return max((y / 2.0) ** 2 - 0.375, 0.0)
-    if metric == "cost_usd":
-        return y * y / 1e6
-    return y * y
+@dataclass(frozen=True)
+class _Expected:
+    """What one metric's minute should look like, and how lumpy it is."""
+
+    mean: float  # expected value this minute (natural units)
+    phi: float  # variance / mean: units of one independent arrival
+    level: float = 0.0  # the expectation without the minute-of-hour schedule
+
+    @property
+    def scheduled(self) -> bool:
+        """The minute-of-hour schedule raised the expectation."""
+        return self.mean > self.level
 
 
-class _Profile:
-    """Minute-of-hour slots of (mean, dev, n) in the transformed space."""
+class _Metric:
+    """Learnt baseline plus the running evidence of one metric."""
 
-    def __init__(self, data: np.ndarray | None = None) -> None:
-        self.data = data if data is not None else np.zeros((3, SLOTS))
+    def __init__(self, bank: int) -> None:
+        self.level, self.prior, self.var = _Ew(), _Ew(), _Ew()
+        # Amount per call in minutes with calls, and its square: E[t²]/E[t] is the size of
+        # one lump (heavy-tailed prompts make it several times the mean).
+        self.per_call, self.per_call_sq = _Ew(), _Ew()
+        self.recent = np.zeros((2, RECENT))  # the last minutes' values and expected values
+        # Per minute-of-hour slot: EW mean, samples, and the burst it held an hour ago (0 if
+        # none): one burst at :07 makes :07 an hour later expected, a schedule in the making.
+        self.profile = np.zeros((3, SLOTS))
+        # Per k: evidence S, the run's sum of values and of expected values, and the evidence
+        # that the rise is over (a reverse CUSUM).
+        self.cusum = np.zeros((4, bank))
 
-    def candidates(self, slot: int, level_dev: float) -> list[tuple[float, float]]:
-        """(mean, dev) of the minute-of-hour slot, if it has been seen.
+    def to_state(self) -> dict[str, Any]:
+        ews = [self.level, self.prior, self.var, self.per_call, self.per_call_sq]
+        return {
+            "ew": [[e.x, e.n] for e in ews],
+            "recent": pack_array(self.recent.ravel()),
+            "profile": pack_array(self.profile.ravel()),
+            "cusum": pack_array(self.cusum.ravel()),
+        }
 
-        Only the slot itself: the profile also learns anomalous minutes (a schedule must be
-        learnt from minutes that first look anomalous), so a neighbouring slot would "explain"
-        minute two of a runaway by minute one. A slot has one sample an hour, so its own
-        deviation is noisy for hours; it is shrunk towards the level's (`PRIOR_SAMPLES`
-        pseudo-samples) so that two lucky Poisson draws cannot make a slot "explain" a runaway.
-        """
-        mean, dev, n = (float(v) for v in self.data[:, slot % SLOTS])
-        if n < 1:
-            return []
-        return [(mean, (n * dev + PRIOR_SAMPLES * level_dev) / (n + PRIOR_SAMPLES))]
+    @classmethod
+    def from_state(cls, state: dict[str, Any], bank: int) -> _Metric:
+        m = cls(bank)
+        m.level, m.prior, m.var, m.per_call, m.per_call_sq = (
+            _Ew(float(x), float(n)) for x, n in state["ew"]
+        )
+        m.recent = unpack_array(state["recent"], 2 * RECENT).reshape(2, RECENT)
+        m.profile = unpack_array(state["profile"], 3 * SLOTS).reshape(3, SLOTS)
+        m.cusum = unpack_array(state["cusum"], 4 * bank).reshape(4, bank)
+        return m
 
-    def update(self, slot: int, y: float, alpha: float) -> None:
-        mean, dev, n = (float(v) for v in self.data[:, slot])
-        weight = max(alpha, 1.0 / (n + 1))
-        if n == 0:
-            self.data[0, slot] = y
-        else:
-            self.data[1, slot] = dev + weight * (abs(y - mean) - dev)
-            self.data[0, slot] = mean + weight * (y - mean)
-        self.data[2, slot] = n + 1
+
+@dataclass(frozen=True)
+class _Step:
+    """One minute's effect on a metric's evidence (computed once, used to score and learn)."""
+
+    value: float
+    expected: _Expected
+    cusum: np.ndarray
+    best: int
+    score: float
+    detail: dict[str, Any]
 
 
 class SpikeDetector(MinuteDetector):
@@ -119,103 +172,208 @@ class SpikeDetector(MinuteDetector):
 
     def __init__(self, config: SpikeConfig | None = None) -> None:
         self.config = config or SpikeConfig()
-        self.level = {m: EwStat() for m in METRICS}
-        self.profile = {m: _Profile() for m in METRICS}
+        self.metrics = {m: _Metric(len(self.config.bank)) for m in METRICS}
         self.minutes_seen = 0
+        self.peer_rates: dict[str, float] = {}
+        self._pending: tuple[MinuteWindow, dict[str, _Step]] | None = None
+
+    def configure(self, context: IdentityContext) -> None:
+        params = context.detector_params.get(self.name)
+        if params:
+            overrides: dict[str, Any] = dict(params)  # the policy validated names and ranges
+            self.config = replace(SpikeConfig(), **overrides)
+        self.peer_rates = dict(context.peer_rates or {})
 
     # -- scoring ---------------------------------------------------------------------------
     def score_one(self, window: MinuteWindow) -> Verdict:
-        best: tuple[float, str, dict[str, Any]] = (0.0, "", {})
-        evidence: dict[str, Any] = {}
-        for metric in METRICS:
-            score, detail = self._score_metric(metric, window)
-            evidence[metric] = detail
-            if score > best[0]:
-                best = (score, metric, detail)
-        score, metric, detail = best
-        reason = _describe(metric, detail) if metric else ""
+        steps = self._steps(window)
         cold = self.minutes_seen < self.config.warmup_minutes
-        evidence = {"metric": metric, **evidence}
-        return Verdict(score=score, evidence=evidence, reason=reason, cold=cold)
+        metric = max(steps, key=lambda m: steps[m].score) if steps else ""
+        score = steps[metric].score if metric else 0.0
+        evidence: dict[str, Any] = {"metric": metric if score > 0 else ""}
+        evidence.update({m: s.detail for m, s in steps.items()})
+        reason = _describe(metric, steps[metric].detail, cold) if score > 0 else ""
+        excess = {m: max(0.0, s.value - s.expected.mean) for m, s in steps.items()}
+        return Verdict(score=score, evidence=evidence, reason=reason, cold=cold, excess=excess)
 
-    def _score_metric(self, metric: str, window: MinuteWindow) -> tuple[float, dict[str, Any]]:
+    def _steps(self, window: MinuteWindow) -> dict[str, _Step]:
+        if self._pending is not None and self._pending[0] == window:
+            return self._pending[1]
         cfg = self.config
-        value = window.metric(metric)
+        calls = self._expected("calls", window)
+        arrivals = 1.0 if calls is None else calls.mean / calls.phi  # per ordinary minute
+        # A minute is conclusive alone only if an ordinary one holds at least `min_ratio`
+        # independent arrivals: then a minute at the smallest alerting rise holds min_ratio²
+        # of them, and no single burst can make it. Otherwise it carries at most half.
+        share = arrivals / cfg.min_ratio
+        cap = cfg.alert_evidence / 2 * (1 + share) if share < 1 else math.inf
+        wanted = cfg.recent_arrivals / (cfg.min_ratio * max(arrivals, 1e-9))
+        recent = int(min(RECENT, max(1, math.ceil(wanted))))
+        steps = {}
+        for metric in METRICS:
+            expected = calls if metric == "calls" else self._expected(metric, window)
+            if expected is not None:
+                value = window.metric(metric)
+                steps[metric] = self._step(metric, value, expected, cap, recent)
+        self._pending = (window, steps)
+        return steps
+
+    def _expected(self, metric: str, window: MinuteWindow) -> _Expected | None:
+        cfg, state = self.config, self.metrics[metric]
         if self.minutes_seen < cfg.warmup_minutes:
-            ratio = value / cfg.cold_floor[metric]
-            score = ratio * ratio / (1 + ratio * ratio)
-            return score, {"value": value, "cold_floor": cfg.cold_floor[metric], "cold": True}
-        y = to_space(metric, value)
-        level = self.level[metric]
-        slots = self.profile[metric].candidates(_slot(window), level.dev)
-        options = [(level.mean, level.dev), *slots]
-        z, mean = min((self._z(y, m, d), m) for m, d in options)
-        baseline = from_space(metric, mean)
-        ratio = value / baseline if baseline > 0 else math.inf
-        score = 0.0
-        if value - baseline >= cfg.min_excess[metric]:
-            score = min(z_to_score(z, cfg.z_half), ratio_to_score(ratio, cfg.ratio_half))
+            peer = self.peer_rates.get(metric)
+            peer_phi = self.peer_rates.get(f"{metric}_phi", 1.0)
+            return _Expected(peer, max(peer_phi, 1e-12), peer) if peer else None
+        calls = self.metrics["calls"]
+        per_call = 1.0 if metric == "calls" else _ratio(state.prior.mean, calls.prior.mean)
+        if not per_call or not math.isfinite(per_call):
+            return None  # never seen in this metric (e.g. calls without tokens): no yardstick
+        # Half a call over the identity's whole history (Jeffreys), in this metric's units.
+        floor = 0.5 / max(calls.prior.n, 1.0) * per_call
+        weight = cfg.prior_events / max(calls.prior.mean, 0.5 / max(calls.prior.n, 1.0))
+        mean = (state.level.x + weight * state.prior.mean) / (state.level.n + weight)
+        mean = max(mean, floor)
+        level = mean
+        slot_mean, slot_n, slot_burst = state.profile[:, window.minute % SLOTS]
+        if slot_n >= 1:
+            mean = max(mean, float(slot_mean), float(slot_burst))
+        lump = 1.0
+        if metric != "calls":
+            # Sizes vary at least like an exponential's (CV 1: E[t²]/E[t] = 2 E[t]) until the
+            # identity's own minutes show more: prompt and completion sizes are heavy-tailed,
+            # and a short history underestimates a heavy tail.
+            lump = max(2 * per_call, _ratio(state.per_call_sq.mean, state.per_call.mean) or 0.0)
+        phi = max(lump, state.var.mean / mean) if mean > 0 else lump
+        return _Expected(mean, phi, level)
+
+    def _step(
+        self, metric: str, value: float, expected: _Expected, cap: float, recent: int
+    ) -> _Step:
+        cfg, state = self.config, self.metrics[metric]
+        x, mu = value / expected.phi, expected.mean / expected.phi
+        cusum = state.cusum.copy()
+        for i, k in enumerate(cfg.bank):
+            llr = min(x * math.log(k) - (k - 1) * mu, cap)
+            # Bounded: evidence past certainty adds nothing, and a bounded sum sees the end of
+            # a rise within minutes instead of draining a huge surplus for hours.
+            s = min(max(0.0, cusum[0, i] + llr), EVIDENCE_CEILING * cfg.alert_evidence)
+            over = max(0.0, cusum[3, i] - llr) if s else 0.0
+            if over >= END_EVIDENCE * cfg.alert_evidence:
+                s = 0.0  # minutes back at the baseline outweigh the rise: it is over
+            run = (s, cusum[1, i] + value, cusum[2, i] + expected.mean, over)
+            cusum[:, i] = run if s else 0.0
+        best = int(np.argmax(cusum[0]))
+        s = float(cusum[0, best])
+        half = cfg.alert_evidence / 2
+        strength = s * s / (s * s + half * half)
+        run_ratio = _ratio(cusum[1, best], cusum[2, best]) or 0.0
+        last = state.recent[:, RECENT - recent + 1 :].sum(axis=1) if recent > 1 else (0.0, 0.0)
+        recent_ratio = _ratio(last[0] + value, last[1] + expected.mean) or 0.0
+        ratio = min(run_ratio, recent_ratio)
+        size = ratio_to_score(ratio, math.sqrt(cfg.min_ratio))
         detail = {
             "value": value,
-            "baseline": round(baseline, 6),
-            "ratio": round(ratio, 2) if math.isfinite(ratio) else None,
-            "z": round(z, 2),
+            "baseline": round(expected.mean, 6),
+            "ratio": round(ratio, 2),
+            "evidence": round(s, 2),
+            "dispersion": round(expected.phi, 3),
         }
-        return score, detail
-
-    def _z(self, y: float, mean: float, dev: float) -> float:
-        sigma = max(dev * MAD_TO_SIGMA, self.config.relative_sigma_floor * abs(mean), 1.0)
-        return (y - mean) / sigma
+        return _Step(value, expected, cusum, best, min(strength, size), detail)
 
     # -- learning --------------------------------------------------------------------------
     def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
-        """Learn a minute. An anomalous one still teaches the hour-of-clock profile (what
-        recurs at :07 every hour is a schedule, and only the profile can learn it), never the
-        level: a one-off burst leaves the baseline as it was."""
-        alpha = 2.0 / (self.config.level_span_minutes + 1)
-        for metric in METRICS:
-            y = to_space(metric, window.metric(metric))
+        """The evidence and the recent average always move (they *are* the evidence); the
+        level and dispersion do not learn minutes flagged anomalous, so a burst leaves the
+        baseline as it was. The minute-of-hour profile learns every minute: what recurs at
+        :07 every hour is a schedule, and only the profile can learn it."""
+        cfg = self.config
+        steps = self._steps(window)
+        self._pending = None
+        for metric, state in self.metrics.items():
+            value = window.metric(metric)
+            step = steps.get(metric)
+            if step is not None:
+                state.cusum = step.cusum
+                state.recent = np.roll(state.recent, -1, axis=1)
+                state.recent[:, -1] = (value, step.expected.mean)
             if not anomalous:
-                self.level[metric].update(y, alpha)
-            self.profile[metric].update(_slot(window), y, self.config.profile_alpha)
+                # Spread around what the minute was expected to hold, the level or the
+                # schedule at this minute of the hour, whichever is nearer: a recurring cron
+                # burst is not noise, and neither is a remembered burst that did not recur.
+                if step is not None:
+                    near = min(abs(value - step.expected.mean), abs(value - step.expected.level))
+                    state.var.add(near**2, cfg.dispersion_span_minutes)
+                elif state.level.n > 0:
+                    state.var.add((value - state.level.mean) ** 2, cfg.dispersion_span_minutes)
+                state.level.add(value, cfg.level_span_minutes)
+                state.prior.add(value, cfg.prior_span_minutes)
+                if window.calls and metric != "calls":
+                    each = value / window.calls
+                    state.per_call.add(each, cfg.prior_span_minutes)
+                    state.per_call_sq.add(each * each, cfg.prior_span_minutes)
+            slot = window.minute % SLOTS
+            mean, n, _ = state.profile[:, slot]
+            weight = max(cfg.profile_alpha, 1.0 / (n + 1))
+            # Remember a burst (or a schedule that recurred above the level) for an hour on.
+            recurred = step is not None and step.expected.scheduled and value > step.expected.level
+            keep = anomalous or recurred
+            state.profile[:, slot] = (mean + weight * (value - mean), n + 1, value if keep else 0)
         if not anomalous:
             self.minutes_seen += 1
+            if self.minutes_seen == cfg.warmup_minutes:
+                # Evidence gathered against peers is not evidence against the identity's own
+                # baseline, which starts now.
+                for state in self.metrics.values():
+                    state.cusum[:] = 0.0
+
+    def rebase(self, minutes: int) -> None:
+        """A level that persisted `minutes` (the learning filter's verdict) is the new normal:
+        the level and the day-long prior become those minutes' average, the evidence ends."""
+        span = max(1, min(minutes, RECENT))
+        for state in self.metrics.values():
+            average = float(state.recent[0, -span:].mean())
+            for ew in (state.level, state.prior):
+                ew.x = average * ew.n
+            state.cusum[:] = 0.0
 
     def baseline(self, metric: str) -> float:
-        """The level baseline in the metric's own units (for throttle limits)."""
-        return from_space(metric, self.level[metric].mean)
+        """The learnt level in the metric's own units (for throttle limits)."""
+        return self.metrics[metric].level.mean
 
     # -- state -----------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         return {
+            "v": STATE_VERSION,
             "minutes_seen": self.minutes_seen,
-            "level": {m: self.level[m].to_list() for m in METRICS},
-            "profile": {m: pack_array(self.profile[m].data.ravel()) for m in METRICS},
+            "metrics": {m: s.to_state() for m, s in self.metrics.items()},
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: SpikeConfig | None = None) -> SpikeDetector:
         detector = cls(config)
+        if state.get("v") != STATE_VERSION:
+            # A checkpoint of the square-root-space detector (before issue 10): its level does
+            # not translate; the identity relearns its baseline within `warmup_minutes`.
+            return detector
         detector.minutes_seen = int(state["minutes_seen"])
-        for m in METRICS:
-            detector.level[m] = EwStat.from_list(state["level"][m])
-            packed = unpack_array(state["profile"][m], 3 * SLOTS)
-            detector.profile[m] = _Profile(packed.reshape(3, SLOTS))
+        bank = len(detector.config.bank)
+        detector.metrics = {m: _Metric.from_state(state["metrics"][m], bank) for m in METRICS}
         return detector
 
 
-def _slot(window: MinuteWindow) -> int:
-    return window.minute % SLOTS
+def _ratio(a: float, b: float) -> float | None:
+    if b > 0:
+        return a / b
+    return math.inf if a > 0 else None
 
 
-def _describe(metric: str, detail: dict[str, Any]) -> str:
+def _describe(metric: str, detail: dict[str, Any], cold: bool) -> str:
     unit = UNITS[metric]
-    value = _fmt(detail["value"])
-    if detail.get("cold"):
-        floor = _fmt(detail["cold_floor"])
-        return f"{metric} {value} {unit} on a new identity (cold-start floor {floor})"
-    ratio = f" ({detail['ratio']}x)" if detail.get("ratio") else ""
-    return f"{metric} {value} {unit} vs baseline {_fmt(detail['baseline'])}{ratio}"
+    value, baseline = _fmt(detail["value"]), _fmt(detail["baseline"])
+    ratio = detail["ratio"]
+    times = f"{ratio:.1f}x" if math.isfinite(ratio) else "from nothing"
+    against = "its peers' rate" if cold else "baseline"
+    return f"{metric} {value} {unit} vs {against} {baseline} ({times}, sustained)"
 
 
 def _fmt(value: float) -> str:

@@ -19,6 +19,13 @@ from rich.table import Table
 
 from meterguard.detectors.features import MinuteWindow
 from meterguard.models import DeadLetter, utc_now
+from meterguard.streams.offline.messages import (
+    DecodeContext,
+    RawMessage,
+    decode_raw,
+    file_batches,
+    topic_batches,
+)
 from meterguard.streams.offline.reconcile import (
     Ledger,
     Period,
@@ -28,13 +35,6 @@ from meterguard.streams.offline.reconcile import (
     Totals,
     parse_metrics,
     reconcile,
-)
-from meterguard.streams.offline.replay import (
-    DecodeContext,
-    RawMessage,
-    decode_raw,
-    file_batches,
-    topic_batches,
 )
 from meterguard.streams.offline.topic_source import TopicSelection, TopicSource
 from meterguard.streams.settings import Settings

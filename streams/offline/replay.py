@@ -1,10 +1,11 @@
 """`meterguard replay`: the worker's windows, detectors and policy, on a file or a topic range,
 in order, in a fresh key namespace.
 
-Both inputs become the same `RawMessage`s, go through the same `decode_raw` and the same
-`Pipeline`, in batches of the same size: the same messages in the same order give
+Both inputs become the same `RawMessage`s (messages.py), go through the same `decode_raw`
+and the same `Pipeline`, in batches of the same size: the same messages in the same order give
 byte-identical alerts, throttles and scores. A topic range is read in the merge order of
-streams/offline/topic_source.py (record timestamp, partition, offset).
+streams/offline/topic_source.py (record timestamp, partition, offset). `policy` (replay
+--policy) replaces MG_POLICY_FILE's; replay_compare.py drives two `ReplayRun`s in lockstep.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,64 +30,20 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from meterguard.models import DeadLetter, MeteringEvent, utc_now
-from meterguard.streams.decoding.decode import DecodeResult, Origin, dead_letter, decode_message
-from meterguard.streams.decoding.formats.mapping import DEFAULT_MAPPING, MappingConfig
-from meterguard.streams.decoding.kcat_envelope import EnvelopeError, read_kcat_line
+from meterguard.models import Alert, ThrottleCommand, utc_now
+from meterguard.streams.offline.messages import (
+    DecodeContext,
+    DecodedBatch,
+    RawMessage,
+    decode_batch,
+    file_batches,
+    topic_batches,
+)
 from meterguard.streams.offline.topic_source import TopicSelection, TopicSource
+from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
-from meterguard.timeutil import from_ms
-
-
-@dataclass(frozen=True)
-class RawMessage:
-    """One input message, from a file line or a topic record."""
-
-    value: bytes | None
-    origin: Origin
-    headers: tuple[tuple[str, bytes], ...] = ()
-    broker_ms: int | None = None  # the record's timestamp (topics and kcat dumps only)
-    unreadable: str | None = None  # why a dump line is no message at all (dead-lettered)
-
-    def ingest_time(self, now: datetime) -> datetime:
-        # A topic record was ingested when the broker got it, as far as we can know: the
-        # future-skew rule then judges it as the worker did, not against today's clock.
-        return from_ms(self.broker_ms) if self.broker_ms and self.broker_ms > 0 else now
-
-
-@dataclass(frozen=True)
-class DecodeContext:
-    max_future_skew: timedelta
-    mapping: MappingConfig = DEFAULT_MAPPING
-
-    @classmethod
-    def of(cls, settings: Settings) -> DecodeContext:
-        return cls(timedelta(seconds=settings.max_future_skew_s), settings.mapping)
-
-
-def decode_raw(message: RawMessage, ingest_time: datetime, ctx: DecodeContext) -> DecodeResult:
-    """The one decode call of replay and reconcile, for file lines and topic records alike
-    (one message of a batching format carries many events). Total, like the worker's."""
-    if message.unreadable is not None:
-        letter = dead_letter(
-            message.value or b"",
-            "invalid_envelope",
-            message.unreadable,
-            ingest_time,
-            message.origin,
-        )
-        return DecodeResult([letter], 0, "unknown")
-    # Total: decode_message turns even its own bugs into internal_error dead letters.
-    return decode_message(
-        message.value,
-        message.headers,
-        ingest_time,
-        message.origin,
-        ctx.max_future_skew,
-        ctx.mapping,
-    )
 
 
 @dataclass
@@ -117,10 +74,12 @@ async def replay_file(
     show_progress: bool = True,
     keep_state: bool = False,
     kcat: bool = False,
+    policy: PolicyConfig | None = None,
 ) -> ReplaySummary:
     size = (await asyncio.to_thread(source.stat)).st_size
-    progress = _progress(source.name, size, show_progress, in_bytes=True)
-    async with _Replay(outputs, settings, redis_url, keep_state) as run, progress as advance:
+    progress = replay_progress(source.name, size, show_progress, in_bytes=True)
+    run = ReplayRun(outputs, settings, redis_url, keep_state, policy)
+    async with run, progress as advance:
         for batch, consumed in file_batches(source, batch_size, kcat):
             await run.batch(batch)
             advance(consumed, None)
@@ -137,36 +96,55 @@ async def replay_topic(
     show_progress: bool = True,
     keep_state: bool = False,
     warn: Callable[[str], None] = print,
+    policy: PolicyConfig | None = None,
 ) -> ReplaySummary:
     async with TopicSource(bootstrap, selection, warn) as topic:
-        progress = _progress(selection.topic, topic.expected, show_progress, in_bytes=False)
-        async with _Replay(outputs, settings, redis_url, keep_state) as run, progress as advance:
+        progress = replay_progress(selection.topic, topic.expected, show_progress, False)
+        run = ReplayRun(outputs, settings, redis_url, keep_state, policy)
+        async with run, progress as advance:
             async for batch in topic_batches(topic, batch_size):
                 await run.batch(batch)
                 advance(topic.read, max(topic.expected, topic.read))
     return run.summary
 
 
-class _Replay:
-    """A fresh namespace, the pipeline, and the output files for one replay."""
+class ReplayRun:
+    """A fresh namespace, the pipeline under one policy (default: MG_POLICY_FILE's), and the
+    output files of one replay; `outputs` None writes none. `collect` keeps the alerts and
+    commands in memory too (`alerts`, `commands`: what the policy what-if compares)."""
 
     def __init__(
-        self, outputs: ReplayOutputs, settings: Settings, redis_url: str, keep_state: bool
+        self,
+        outputs: ReplayOutputs | None,
+        settings: Settings,
+        redis_url: str,
+        keep_state: bool = False,
+        policy: PolicyConfig | None = None,
+        collect: bool = False,
     ) -> None:
         self.namespace = f"{settings.key_prefix}:replay:{uuid.uuid4().hex[:12]}"
         self.client = aioredis.Redis.from_url(redis_url)
         self.pipeline = Pipeline(
             build_store(self.client, settings.store_config(prefix=self.namespace)),
-            settings.policy,
+            settings.policy if policy is None else policy,
         )
         self.ctx = DecodeContext.of(settings)
         self.outputs = outputs
         self.keep_state = keep_state
         self.summary = ReplaySummary()
+        self.collect = collect
+        self.alerts: list[Alert] = []
+        self.commands: list[ThrottleCommand] = []
         self._files = contextlib.ExitStack()
+        self.alerts_out: IO[bytes] | None = None
+        self.throttles_out: IO[bytes] | None = None
+        self.scores_out: IO[bytes] | None = None
+        self.dlq_out: IO[bytes] | None = None
 
-    async def __aenter__(self) -> _Replay:
+    async def __aenter__(self) -> ReplayRun:
         out, files = self.outputs, self._files
+        if out is None:
+            return self
         self.alerts_out = files.enter_context(out.alerts.open("wb"))
         self.throttles_out = files.enter_context(out.throttles.open("wb"))
         self.scores_out = files.enter_context(out.scores.open("wb")) if out.scores else None
@@ -185,24 +163,26 @@ class _Replay:
 
     async def batch(self, messages: list[RawMessage]) -> None:
         now = utc_now()
-        events: list[MeteringEvent] = []
-        for message in messages:
-            decoded = decode_raw(message, message.ingest_time(now), self.ctx)
-            self.summary.ignored += decoded.ignored
-            for item in decoded.items:
-                if isinstance(item, DeadLetter):
-                    self.summary.dead_letters += 1
-                    if self.dlq_out:
-                        self.dlq_out.write(item.model_dump_json().encode() + b"\n")
-                else:
-                    events.append(item)
-        self.summary.lines += len(messages)
-        self.summary.events += len(events)
-        if not events:
+        await self.feed(decode_batch(messages, now, self.ctx), now)
+
+    async def feed(self, batch: DecodedBatch, now: datetime) -> None:
+        """One decoded batch through this run's pipeline (`now`: the batch's wall clock)."""
+        self.summary.ignored += batch.ignored
+        self.summary.dead_letters += len(batch.dead_letters)
+        if self.dlq_out:
+            for letter in batch.dead_letters:
+                self.dlq_out.write(letter.model_dump_json().encode() + b"\n")
+        self.summary.lines += batch.messages
+        self.summary.events += len(batch.events)
+        if not batch.events:
             return
-        outcome = await self.pipeline.process(events)
+        outcome = await self.pipeline.process(batch.events)
         await self.pipeline.apply_throttles(outcome, now)
-        _write(outcome, self.alerts_out, self.throttles_out, self.scores_out)
+        if self.alerts_out is not None and self.throttles_out is not None:
+            _write(outcome, self.alerts_out, self.throttles_out, self.scores_out)
+        if self.collect:
+            self.alerts.extend(outcome.alerts)
+            self.commands.extend(outcome.commands)
         await self.pipeline.commit(outcome, now)
         self.summary.alerts += len(outcome.alerts)
         self.summary.commands += len(outcome.commands)
@@ -233,55 +213,8 @@ def _write(
             )
 
 
-def file_batches(
-    source: Path, size: int, kcat: bool = False
-) -> Iterator[tuple[list[RawMessage], int]]:
-    """Batches of a JSONL file's non-blank lines, and how many bytes were read so far.
-    kcat: each line is a `kcat -C -J` record (streams/decoding/kcat_envelope.py)."""
-    batch: list[RawMessage] = []
-    consumed = 0
-    name = str(source)
-    with source.open("rb") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            consumed += len(line)
-            stripped = line.rstrip(b"\r\n")
-            if not stripped.strip():
-                continue  # blank lines are layout, not input
-            origin = Origin(name, None, line_no)
-            batch.append(_kcat_message(stripped, origin) if kcat else RawMessage(stripped, origin))
-            if len(batch) >= size:
-                yield batch, consumed
-                batch = []
-    if batch:
-        yield batch, consumed
-
-
-def _kcat_message(line: bytes, where: Origin) -> RawMessage:
-    try:
-        record = read_kcat_line(line)
-    except EnvelopeError as exc:
-        return RawMessage(line, where, unreadable=f"line {where.offset}: {exc}")
-    origin = record.origin if record.origin.topic else where
-    return RawMessage(record.value, origin, record.headers, record.timestamp_ms)
-
-
-async def topic_batches(source: TopicSource, size: int) -> AsyncIterator[list[RawMessage]]:
-    """Batches of a topic range in merge order; a batch counts records, as a file's counts lines,
-    so the same messages are cut into the same batches either way."""
-    batch: list[RawMessage] = []
-    topic = source.selection.topic
-    async for record in source.records():
-        origin = Origin(topic, record.partition, record.offset)
-        batch.append(RawMessage(record.value, origin, record.headers, record.timestamp_ms))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 @contextlib.asynccontextmanager
-async def _progress(
+async def replay_progress(
     name: str, total: int, enabled: bool, in_bytes: bool
 ) -> AsyncIterator[Callable[[int, int | None], Any]]:
     """`advance(completed, total)`; a topic's total is a lower bound that grows (Tansu)."""

@@ -6,6 +6,7 @@ transition in `episodes.py` only reads it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,12 +16,63 @@ from meterguard.sinks.routing import RoutingConfig
 from meterguard.yaml_config import load_yaml_model
 
 
+class Materiality(BaseModel):
+    """How large a rise must be, per minute above the identity's own baseline, to be worth a
+    critical alert and a throttle. Below all three an anomaly still alerts, as a warning:
+    small identities are never blind (issue 10), they just do not page or get throttled.
+    Defaults: what an on-call acts on at once ($0.50/min is $720/day); tune per environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    calls_per_minute: float = Field(default=30.0, ge=0)
+    tokens_per_minute: float = Field(default=30_000.0, ge=0)
+    cost_usd_per_minute: float = Field(default=0.5, ge=0)
+
+    def reached_by(self, excess: Mapping[str, float]) -> bool:
+        limits = {
+            "calls": self.calls_per_minute,
+            "tokens": self.tokens_per_minute,
+            "cost_usd": self.cost_usd_per_minute,
+        }
+        return any(excess.get(metric, 0.0) >= limit for metric, limit in limits.items())
+
+
+class SpikeParams(BaseModel):
+    """detectors/spike.py SpikeConfig fields a policy may set (docstring there says why)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_ratio: float = Field(default=3.0, gt=1.2, le=100)
+    alert_evidence: float = Field(default=14.0, ge=2, le=100)
+
+
+class RampParams(BaseModel):
+    """detectors/slow_ramp.py RampConfig fields a policy may set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_ratio: float = Field(default=4.0, gt=1.2, le=100)
+    alert_z: float = Field(default=6.0, ge=2, le=50)
+
+
+class DetectionParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spike: SpikeParams = SpikeParams()
+    slow_ramp: RampParams = RampParams()
+
+    def for_detectors(self) -> dict[str, dict[str, float]]:
+        return {"spike": self.spike.model_dump(), "slow_ramp": self.slow_ramp.model_dump()}
+
+
 class EnvironmentPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     fire_at: float = Field(default=0.8, gt=0, le=1)
     critical_at: float = Field(default=0.9, gt=0, le=1)
     throttle_on: Literal["critical", "warning", "never"] = "critical"
+    materiality: Materiality = Materiality()
+    detection: DetectionParams = DetectionParams()
 
     @model_validator(mode="after")
     def _ordered(self) -> EnvironmentPolicy:
@@ -83,13 +135,14 @@ class PolicyConfig(BaseModel):
             raise ValueError(f"resolve_below ({self.resolve_below}) is above a fire_at ({lowest})")
         return self
 
-    def context_for(self, identity: str) -> IdentityContext:
+    def context_for(self, identity: str, environment: str | None = None) -> IdentityContext:
         budget = self.budgets.get(identity, self.default_budget) or BudgetSpec()
         return IdentityContext(
             daily_budget_usd=budget.daily_usd,
             monthly_budget_usd=budget.monthly_usd,
             offboarded=identity in self.offboarded_identities,
             budget_warn_at=self.budget_warn_at,
+            detector_params=self.for_environment(environment).detection.for_detectors(),
         )
 
     def for_environment(self, environment: str | None) -> EnvironmentPolicy:

@@ -84,7 +84,7 @@ def decide(config: PolicyConfig, minute: ScoredMinute, episode: Episode | None) 
             return Decision((), (), None)
         return _fire(config, env, minute, None)
     episode = replace(episode, peak_score=max(episode.peak_score, score))
-    escalates = score >= env.critical_at or minute.verdict.action == "block"
+    escalates = _critical(env, minute)
     if escalates and episode.severity != "critical":
         return _fire(config, env, minute, episode)  # escalation: a second, critical alert
     if score >= config.resolve_below:
@@ -98,17 +98,29 @@ def decide(config: PolicyConfig, minute: ScoredMinute, episode: Episode | None) 
     return _close(minute, episode)
 
 
+def _critical(env: EnvironmentPolicy, m: ScoredMinute) -> bool:
+    """Critical: a block, or a score past `critical_at` on a rise that is material (a rise a
+    detector measured in volume must exceed the environment's materiality; a small identity's
+    anomaly stays a warning, so it alerts but never pages or throttles)."""
+    if m.verdict.action == "block":
+        return True
+    return m.verdict.score >= env.critical_at and _material(env, m)
+
+
+def _material(env: EnvironmentPolicy, m: ScoredMinute) -> bool:
+    return m.verdict.excess is None or env.materiality.reached_by(m.verdict.excess)
+
+
 def _fire(
     config: PolicyConfig, env: EnvironmentPolicy, m: ScoredMinute, episode: Episode | None
 ) -> Decision:
     blocks = m.verdict.action == "block"  # offboarded, hard budget cap: in every environment
-    critical = blocks or m.verdict.score >= env.critical_at
-    severity: Severity = "critical" if critical else "warning"
+    severity: Severity = "critical" if _critical(env, m) else "warning"
     start = m.window.minute if episode is None else episode.start_minute
     alert_id = stable_id(m.identity, m.detector, start, "firing", severity)
     command = None
     active = None if episode is None or episode.command is None else episode.command.action
-    wants_throttle = severity == "critical" or env.throttle_on == "warning"
+    wants_throttle = severity == "critical" or (env.throttle_on == "warning" and _material(env, m))
     if blocks and active != "block":
         command = _command(
             config,

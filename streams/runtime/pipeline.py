@@ -111,7 +111,7 @@ class Pipeline:
         out: BatchOutcome,
     ) -> list[EventScores]:
         state = IdentityState.from_bytes(result.state)
-        context = self.policy.context_for(identity)
+        context = self.policy.context_for(identity, state.who.environment)
         for detector in state.filters.values():
             detector.detector.configure(context)
         rows = list(result.rows)

@@ -17,6 +17,7 @@ from meterguard.timeutil import parse_event_time
 if TYPE_CHECKING:
     from meterguard.streams.offline.reconcile import Report
     from meterguard.streams.offline.replay import ReplaySummary
+    from meterguard.streams.offline.replay_compare import Comparison
     from meterguard.streams.offline.topic_source import TopicSelection
 
 KcatOpt = Annotated[
@@ -71,12 +72,33 @@ def _topic_selection(
         raise typer.Exit(2) from exc
 
 
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="policy file for this replay instead of MG_POLICY_FILE; with --compare-policy, "
+        "the candidate",
+    ),
+]
+ComparePolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="what-if: replay the same input under this (current) policy too and print what "
+        "--policy would change; exit 0",
+    ),
+]
+
+
 def replay(
-    alerts_out: Annotated[Path, typer.Option(help="alerts (JSONL)")],
-    throttles_out: Annotated[Path, typer.Option(help="throttle commands (JSONL)")],
     events: Annotated[
         Path | None,
         typer.Argument(exists=True, dir_okay=False, help="JSONL events (or --topic)"),
+    ] = None,
+    alerts_out: Annotated[
+        Path | None, typer.Option(help="alerts (JSONL); required unless --compare-policy")
+    ] = None,
+    throttles_out: Annotated[
+        Path | None,
+        typer.Option(help="throttle commands (JSONL); required unless --compare-policy"),
     ] = None,
     scores_out: Annotated[
         Path | None, typer.Option(help="per-event detector scores (JSONL)")
@@ -91,17 +113,36 @@ def replay(
     batch_size: int = 5000,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     kcat: KcatOpt = False,
+    policy: PolicyOpt = None,
+    compare_policy: ComparePolicyOpt = None,
+    diff_out: Annotated[
+        Path | None, typer.Option(help="with --compare-policy: write the diff (JSON) here")
+    ] = None,
 ) -> None:
     """The worker's windows, detectors and policy on a file or a topic range, in order, in a
     fresh namespace. A topic is read in (record timestamp, partition, offset) order and stops
     at --to-offset/--to-time or once every partition is past its start-time end offset and
-    idle for --idle-timeout seconds (Tansu's end offsets are too low to stop on alone)."""
+    idle for --idle-timeout seconds (Tansu's end offsets are too low to stop on alone). With
+    --policy CANDIDATE --compare-policy CURRENT (a what-if) the same input is replayed under both
+    (two fresh namespaces, read once) and the alerts and throttle commands that would appear or
+    disappear are printed per detector x environment, with the episodes both raise with another
+    severity or throttle action; the --*-out files, if given, get the candidate's run."""
     from meterguard.streams.offline.replay import ReplayOutputs, replay_file, replay_topic
+    from meterguard.streams.offline.replay_compare import Comparison, compare_file, compare_topic
     from meterguard.streams.offline.topic_source import TopicSourceError
+    from meterguard.streams.tools.cli_whatif import replay_policies, report
     from meterguard.streams.tools.embedded import EmbeddedRedis
 
-    settings = load_settings()
-    outputs = ReplayOutputs(alerts_out, throttles_out, scores_out, dlq_out)
+    settings, policies = replay_policies(policy, compare_policy)
+    if policies is None and diff_out is not None:
+        err.print("[red]--diff-out writes the diff of --compare-policy[/red]")
+        raise typer.Exit(2)
+    outputs = None
+    if alerts_out is not None and throttles_out is not None:
+        outputs = ReplayOutputs(alerts_out, throttles_out, scores_out, dlq_out)
+    elif policies is None or (alerts_out, throttles_out, scores_out, dlq_out) != (None,) * 4:
+        err.print("[red]give --alerts-out and --throttles-out[/red] (or --compare-policy)")
+        raise typer.Exit(2)
     if (events is None) == (topic is None):
         err.print("[red]give an EVENTS file or --topic, one of them[/red]")
         raise typer.Exit(2)
@@ -114,20 +155,28 @@ def replay(
         else None
     )
 
-    def run(redis_url: str) -> ReplaySummary:
+    def warn(message: str) -> None:
+        err.print(f"[yellow]warning:[/yellow] {message}")
+
+    def run(redis_url: str) -> ReplaySummary | Comparison:
+        if policies is not None:
+            if selection is not None:
+                bootstrap = require_broker(settings)
+                return asyncio.run(
+                    compare_topic(bootstrap, selection, policies, settings, redis_url,
+                                  batch_size, progress, warn, outputs)
+                )  # fmt: skip
+            assert events is not None
+            return asyncio.run(
+                compare_file(events, policies, settings, redis_url, batch_size, progress, kcat,
+                             outputs)
+            )  # fmt: skip
+        assert outputs is not None
         if selection is not None:
             return asyncio.run(
-                replay_topic(
-                    require_broker(settings),
-                    selection,
-                    outputs,
-                    settings,
-                    redis_url,
-                    batch_size,
-                    progress,
-                    warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
-                )
-            )
+                replay_topic(require_broker(settings), selection, outputs, settings, redis_url,
+                             batch_size, progress, warn=warn)
+            )  # fmt: skip
         assert events is not None
         return asyncio.run(
             replay_file(events, outputs, settings, redis_url, batch_size, progress, kcat=kcat)
@@ -136,21 +185,34 @@ def replay(
     started = time.monotonic()
     try:
         if settings.redis_url:
-            summary = run(settings.redis_url)
+            result = run(settings.redis_url)
         else:
             with EmbeddedRedis() as server:
-                summary = run(server.url)
+                result = run(server.url)
     except TopicSourceError as exc:
         err.print(f"[red]cannot read the topic:[/red] {exc}")
         raise typer.Exit(2) from exc
     elapsed = time.monotonic() - started
     unit = "records" if topic else "lines"
+    if not isinstance(result, Comparison):
+        _print_summary(result, _outputs(result), elapsed, unit)
+        return
+    current, candidate = str(compare_policy), str(policy)
+    both = f"{_outputs(result.current)} under {current}; {_outputs(result.candidate)} under "
+    _print_summary(result.candidate, f"{both}{candidate}", elapsed, unit)
+    report(result, current, candidate, diff_out)
+
+
+def _outputs(summary: ReplaySummary) -> str:
+    return f"{summary.alerts:,} alerts, {summary.commands:,} throttle commands"
+
+
+def _print_summary(summary: ReplaySummary, outputs: str, elapsed: float, unit: str) -> None:
     err.print(
         f"{summary.events:,} events ({summary.dead_letters:,} dead letters, "
         f"{summary.ignored:,} non-metering records ignored, "
         f"{summary.stats.get('events_duplicate', 0):,} duplicates, "
-        f"{summary.stats.get('events_late', 0):,} late) -> {summary.alerts:,} alerts, "
-        f"{summary.commands:,} throttle commands in {elapsed:.1f}s "
+        f"{summary.stats.get('events_late', 0):,} late) -> {outputs} in {elapsed:.1f}s "
         f"({summary.lines / max(elapsed, 1e-9):,.0f} {unit}/s)"
     )
 

@@ -604,3 +604,78 @@ def test_policy_file_that_is_not_utf8_gives_a_clear_error(tmp_path) -> None:
     path.write_bytes(b"resolve_below: \xff\xfe\n")
     with pytest.raises(ValueError, match="cannot read policy file"):
         PolicyConfig.load(str(path))
+
+
+# -- materiality and per-environment detection parameters (issue 10) -------------------------
+
+
+def with_excess(minute: ScoredMinute, excess: dict[str, float]) -> ScoredMinute:
+    return dataclasses.replace(minute, verdict=dataclasses.replace(minute.verdict, excess=excess))
+
+
+def test_a_sure_rise_on_a_small_identity_alerts_as_a_warning_and_is_not_throttled() -> None:
+    """0.2 -> 4 calls/min: statistically certain, far below prod's materiality."""
+    tiny = with_excess(scored(0, 0.97), {"calls": 3.8, "tokens": 3_000.0, "cost_usd": 0.01})
+    decision = decide(DEFAULTS, tiny, None)
+    assert [a.severity for a in decision.alerts] == ["warning"]
+    assert decision.commands == ()
+
+
+def test_the_same_score_on_a_material_rise_is_critical_and_throttled_in_prod() -> None:
+    big = with_excess(scored(0, 0.97), {"calls": 2_700.0})
+    decision = decide(DEFAULTS, big, None)
+    assert [a.severity for a in decision.alerts] == ["critical"]
+    assert [c.action for c in decision.commands] == ["throttle"]
+
+
+def test_an_immaterial_warning_is_not_throttled_even_where_warnings_throttle() -> None:
+    policy = PolicyConfig(environments={"prod": EnvironmentPolicy(throttle_on="warning")})
+    tiny = with_excess(scored(0, 0.85), {"calls": 2.0})
+    material = with_excess(scored(0, 0.85), {"calls": 200.0})
+    assert decide(policy, tiny, None).commands == ()
+    assert [c.action for c in decide(policy, material, None).commands] == ["throttle"]
+
+
+def test_materiality_is_per_environment_and_read_from_the_policy_file(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "environments:\n"
+        "  prod:\n"
+        "    materiality:\n"
+        "      {calls_per_minute: 1, tokens_per_minute: 500, cost_usd_per_minute: 0.01}\n"
+        "    detection:\n"
+        "      spike: {min_ratio: 5}\n"
+        "      slow_ramp: {alert_z: 8}\n"
+    )
+    policy = PolicyConfig.load(str(path))
+    tiny = with_excess(scored(0, 0.97), {"calls": 3.8})
+    assert [a.severity for a in decide(policy, tiny, None).alerts] == ["critical"]
+    params = policy.context_for("svc", "prod").detector_params
+    assert params["spike"]["min_ratio"] == 5
+    assert params["slow_ramp"]["alert_z"] == 8
+    assert policy.context_for("svc", "staging").detector_params["spike"]["min_ratio"] == 3
+
+
+def test_policy_detection_defaults_are_the_detectors_own_defaults() -> None:
+    from meterguard.detectors.slow_ramp import RampConfig
+    from meterguard.detectors.spike import SpikeConfig
+
+    params = PolicyConfig().context_for("svc", "prod").detector_params
+    for name, config in (("spike", SpikeConfig()), ("slow_ramp", RampConfig())):
+        for field_name, value in params[name].items():
+            assert getattr(config, field_name) == value, (name, field_name)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("environments: {prod: {detection: {spike: {min_ratio: 1.0}}}}", "min_ratio"),
+        ("environments: {prod: {detection: {spike: {speed: 2}}}}", "speed"),
+        ("environments: {prod: {materiality: {calls_per_minute: -1}}}", "calls_per_minute"),
+    ],
+)
+def test_bad_detection_settings_are_clear_errors(tmp_path: Path, yaml_text: str, needle: str):
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ValueError, match=needle):
+        PolicyConfig.load(str(path))
