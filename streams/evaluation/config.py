@@ -1,7 +1,8 @@
 """What an evaluation runs with: the simulator config, and the policy the simulated world needs.
 
 `evaluation_config()` turns the `meterguard evaluate` options into a SimConfig (incidents after
-the detectors' warm-up by default); `policy_overrides()` lists the policy keys the simulated
+the detectors' warm-up by default; for the wide world its own defaults: size, incidents in
+every kind x volume band, traps on); `policy_overrides()` lists the policy keys the simulated
 world relies on (offboarded identities, budgets) that the pipeline's policy supports.
 """
 
@@ -13,11 +14,21 @@ from typing import Any
 
 from meterguard.streams.simulation import config as sim_config
 from meterguard.streams.simulation import simulate
-from meterguard.streams.simulation.config import SimConfig
+from meterguard.streams.simulation.config import WIDE_INCIDENT_KINDS, SimConfig, World
+from meterguard.streams.simulation.volume_bands import BAND_LABELS
+from meterguard.streams.simulation.wide_world import (
+    WIDE_DEFAULT_IDENTITIES,
+    WIDE_DEFAULT_MINUTES,
+    WIDE_INCIDENTS_PER_CELL,
+)
+
+CLASSIC_DEFAULT_IDENTITIES, CLASSIC_DEFAULT_MINUTES = 300, 480
 
 
-def available_kinds() -> tuple[str, ...]:
+def available_kinds(world: World = "classic") -> tuple[str, ...]:
     """Incident kinds the simulator can inject (it may grow while this module stays put)."""
+    if world == "wide":
+        return WIDE_INCIDENT_KINDS
     kinds = getattr(sim_config, "INCIDENT_KINDS", None)
     kinds = kinds or getattr(sim_config, "INCIDENT_EFFECTS", {})
     return tuple(kinds) or ("runaway_agent",)
@@ -38,20 +49,31 @@ def detector_warmup_minutes() -> int:
 def evaluation_config(
     *,
     start: datetime,
-    identities: int,
-    minutes: int,
+    identities: int | None,
+    minutes: int | None,
     seed: int,
     kinds: str,
     incidents: int | None,
     traps: bool | None,
     incident_after: int | None = None,
+    world: World = "classic",
 ) -> tuple[SimConfig, list[str]]:
     """SimConfig for an evaluation, and notes on what could not be honoured. ValueError if bad.
 
     Incidents start after the detectors' warm-up by default: every simulated identity is
-    born at minute 0, which real identities with a history are not.
+    born at minute 0, which real identities with a history are not. `identities`, `minutes`,
+    `incidents` and `traps` left None take the world's defaults: classic 300 x 480 minutes,
+    3 incidents per kind; wide WIDE_DEFAULT_IDENTITIES x WIDE_DEFAULT_MINUTES, 2 incidents
+    per kind and volume band, traps on.
     """
-    known = available_kinds()
+    wide = world == "wide"
+    if identities is None:
+        identities = WIDE_DEFAULT_IDENTITIES if wide else CLASSIC_DEFAULT_IDENTITIES
+    if minutes is None:
+        minutes = WIDE_DEFAULT_MINUTES if wide else CLASSIC_DEFAULT_MINUTES
+    if wide and traps is None:
+        traps = True
+    known = available_kinds(world)
     chosen = known if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k)
     unknown = [k for k in chosen if k not in known]
     if unknown or not chosen:
@@ -66,16 +88,23 @@ def evaluation_config(
     if incident_after is None:
         incident_after = detector_warmup_minutes()
         notes.append(f"incidents start after minute {incident_after}, the detectors' warm-up")
+    if incidents is None:
+        per_kind = WIDE_INCIDENTS_PER_CELL * len(BAND_LABELS) if wide else 3
+        incidents = per_kind * len(chosen)
+    if wide:
+        extra["world"] = "wide"
     cfg = SimConfig(
         identities=identities,
         start=start,
         minutes=minutes,
         seed=seed,
-        incidents=3 * len(chosen) if incidents is None else incidents,
+        incidents=incidents,
         incident_after_minutes=incident_after,
         incident_kinds=chosen,
         **extra,
     )
+    if wide:
+        simulate.incidents(cfg)  # ValueError now if the incidents find no room
     return cfg, notes
 
 

@@ -1,8 +1,10 @@
 """`meterguard evaluate`: detection quality of the replay pipeline on labelled synthetic traffic.
 
 `run_evaluation()` does the I/O: simulate to a JSONL file, replay it through the same path as
-`meterguard replay`, read the alerts back and score them against the simulator's labels
-(streams/evaluation/scoring.py).
+`meterguard replay` (with its per-event scores), read the alerts back and score them against
+the simulator's labels and volume bands (streams/evaluation/scoring.py), and the scores
+against the labels at every threshold (streams/evaluation/calibration.py). One seed per call;
+`meterguard evaluate --seeds` pools several (scoring.pool).
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import orjson
 import yaml
 
 from meterguard.models import Alert
+from meterguard.streams.evaluation.calibration import calibrate, minute_scores
 from meterguard.streams.evaluation.config import policy_overrides
 from meterguard.streams.evaluation.report import Report
-from meterguard.streams.evaluation.scoring import IdentitySpans, score
+from meterguard.streams.evaluation.scoring import DEFAULT_GRACE, IdentitySpans, score
 from meterguard.streams.settings import Settings
 from meterguard.streams.simulation import simulate
 from meterguard.streams.simulation.config import SimConfig
-from meterguard.streams.simulation.incident_plan import plan_incidents
 from meterguard.timeutil import format_time
 
 
@@ -36,29 +38,35 @@ def run_evaluation(
     on_phase: Callable[[str], None] = lambda message: None,
     show_progress: bool = True,
     notes: Sequence[str] = (),
+    keep_scores: bool = False,
 ) -> Report:
-    """Simulate to workdir/events.jsonl (+ labels.jsonl), replay, score workdir/alerts.jsonl."""
+    """Simulate to workdir/events.jsonl (+ labels.jsonl), replay, score workdir/alerts.jsonl
+    and workdir/scores.jsonl (deleted afterwards unless keep_scores: ~250 bytes an event)."""
     from meterguard.streams.offline.replay import ReplayOutputs, replay_file
     from meterguard.streams.simulation.traffic import write_jsonl
 
     workdir.mkdir(parents=True, exist_ok=True)
-    incidents = plan_incidents(cfg)
+    incidents = simulate.incidents(cfg)
+    details = simulate.incident_details(cfg)
     settings, policy_notes = _with_policy(settings, cfg, workdir)
     (workdir / "labels.jsonl").write_bytes(
         b"".join(
-            orjson.dumps({"kind": i.kind, "identity": i.identity, "start": i.start, "end": i.end})
+            orjson.dumps(
+                {"kind": i.kind, "identity": i.identity, "start": i.start, "end": i.end, **extra}
+            )
             + b"\n"
-            for i in incidents
+            for i, extra in zip(incidents, details, strict=True)
         )
     )
     on_phase(
-        f"simulating {cfg.identities} identities x {cfg.minutes} min (seed {cfg.seed}, "
-        f"{len(incidents)} incidents) -> {workdir / 'events.jsonl'}"
+        f"simulating the {cfg.world} world: {cfg.identities} identities x {cfg.minutes} min "
+        f"(seed {cfg.seed}, {len(incidents)} incidents) -> {workdir / 'events.jsonl'}"
     )
     spans = IdentitySpans()
     events = write_jsonl(_observed(simulate.generate(cfg), spans), workdir / "events.jsonl", _noop)
     on_phase(f"replaying {events:,} events through the pipeline")
-    outputs = ReplayOutputs(workdir / "alerts.jsonl", workdir / "throttles.jsonl")
+    scores_path = workdir / "scores.jsonl"
+    outputs = ReplayOutputs(workdir / "alerts.jsonl", workdir / "throttles.jsonl", scores_path)
     summary = asyncio.run(
         replay_file(
             workdir / "events.jsonl", outputs, settings, redis_url, show_progress=show_progress
@@ -72,12 +80,23 @@ def run_evaluation(
         spans.hours,
         kinds=cfg.incident_kinds,
         bystanders=simulate.incident_bystanders(cfg),
+        base_rates=simulate.base_rates(cfg),
     )
+    outcomes = [
+        dataclasses.replace(o, details=dict(extra))
+        for o, extra in zip(report.outcomes, details, strict=True)
+    ]
+    on_phase("calibrating: false episodes and detections at each score threshold")
+    by_minute = minute_scores(_lines(scores_path), settings.allowed_lateness_s)
+    calibration = calibrate(by_minute, incidents, spans.hours, DEFAULT_GRACE)
+    if not keep_scores:
+        scores_path.unlink(missing_ok=True)
     run = {
+        "world": cfg.world,
         "identities": cfg.identities,
         "minutes": cfg.minutes,
         "seed": cfg.seed,
-        "start": format_time(cfg.start),
+        "start": format_time(simulate.run_start(cfg)),
         "kinds": list(cfg.incident_kinds),
         "traps": getattr(cfg, "traps", None),
         "events": summary.events,
@@ -85,7 +104,13 @@ def run_evaluation(
         "alerts": summary.alerts,
         "throttle_commands": summary.commands,
     }
-    return dataclasses.replace(report, notes=[*notes, *policy_notes], run=run)
+    return dataclasses.replace(
+        report,
+        outcomes=outcomes,
+        notes=[*notes, *policy_notes],
+        run=run,
+        calibration=calibration,
+    )
 
 
 def _with_policy(settings: Settings, cfg: SimConfig, workdir: Path) -> tuple[Settings, list[str]]:
@@ -107,6 +132,13 @@ def _observed(events: Iterable[dict[str, Any]], spans: IdentitySpans) -> Iterato
     for event in events:
         spans.add(event)
         yield event
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield orjson.loads(line)
 
 
 def _noop(count: int) -> None:

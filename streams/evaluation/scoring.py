@@ -1,11 +1,14 @@
 """Detection-quality scoring: alerts matched to labelled incidents. Pure, no I/O.
 
 `score()` turns the firing alerts, the simulator's labels and the identity-hours observed into
-a Report; `identity_hours()` and `IdentitySpans` measure those identity-hours from the events.
+a Report; `identity_hours()` and `IdentitySpans` measure those identity-hours from the events;
+`pool()` merges the reports of several seeds into one (incidents, false alerts and
+identity-hours added up, every rate recomputed from the sums).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections import defaultdict
@@ -15,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from meterguard.models import Alert, episode_id_of
+from meterguard.streams.evaluation import calibration
 from meterguard.streams.evaluation.report import (
     TTD_TARGETS_S,
     FalseAlert,
@@ -45,6 +49,7 @@ def score(
     grace: timedelta = DEFAULT_GRACE,
     kinds: Sequence[str] = (),
     bystanders: Mapping[Incident, Sequence[str]] | None = None,
+    base_rates: Mapping[str, float] | None = None,
 ) -> Report:
     """Labelled incidents vs. the firing alerts; `kinds` lists rows to show even when empty.
 
@@ -59,7 +64,13 @@ def score(
     by_identity: dict[str, list[_Firing]] = defaultdict(list)
     for f in firing:
         by_identity[f.identity].append(f)
-    outcomes = [_outcome(inc, by_identity[inc.identity], grace) for inc in incidents]
+    rates = base_rates or {}
+    outcomes = [
+        dataclasses.replace(
+            _outcome(inc, by_identity[inc.identity], grace), base_rate=rates.get(inc.identity)
+        )
+        for inc in incidents
+    ]
 
     windows: dict[str, list[Incident]] = defaultdict(list)
     for inc in incidents:
@@ -84,6 +95,24 @@ def score(
         outcomes=outcomes,
         false_alerts=false_alerts,
         grace_s=grace.total_seconds(),
+    )
+
+
+def pool(reports: Sequence[Report], kinds: Sequence[str] = ()) -> Report:
+    """Several runs' reports (one per seed) as one: the pooled table."""
+    outcomes = [o for r in reports for o in r.outcomes]
+    false_alerts = [f for r in reports for f in r.false_alerts]
+    hours = sum(r.overall.identity_hours for r in reports)
+    per_1000h = 1000 * len(false_alerts) / hours if hours > 0 else None
+    parts = [r.calibration for r in reports if r.calibration is not None]
+    return Report(
+        rows=_rows(outcomes, kinds),
+        overall=Overall(len(false_alerts), hours, per_1000h),
+        outcomes=outcomes,
+        false_alerts=false_alerts,
+        grace_s=reports[0].grace_s,
+        notes=list(dict.fromkeys(n for r in reports for n in r.notes)),
+        calibration=calibration.pool(parts) if len(parts) == len(reports) else None,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,14 @@ INCIDENT_EFFECTS: dict[str, IncidentEffect] = {
 MIN_INCIDENT_MINUTES = {"slow_ramp": 90, "budget_burn": 120}
 OFFBOARDED_QUIET_MINUTES = 60  # an offboarded identity is silent at least this long before
 
+# The wide world (streams/simulation/wide_world.py): the kinds it injects, their longest
+# duration (runaway_agent and retry_loop up to 2 h, slow_ramp 1-2 h) and the smallest
+# population that gives each of its five volume bands its traps and an incident host.
+WIDE_INCIDENT_KINDS: tuple[str, ...] = ("runaway_agent", "retry_loop", "slow_ramp")
+WIDE_MAX_INCIDENT_MINUTES = 120
+WIDE_MIN_IDENTITIES = 35
+World = Literal["classic", "wide"]
+
 
 @dataclass(frozen=True)
 class Incident:
@@ -69,6 +78,9 @@ class SimConfig:
     # rhythm and the agent call graph are there anyway.
     traps: bool = False
     cold_start_share: float = 0.05  # with traps: identities that first appear mid-run
+    # "classic": the demo's world and the evaluation world built on it (above); "wide": rates
+    # over five decades, bursty noise, weekly rhythm (streams/simulation/wide_world.py).
+    world: World = "classic"
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() is None:
@@ -78,6 +90,11 @@ class SimConfig:
             raise ValueError("identities and minutes must be >= 1, seed and incidents >= 0")
         if not 0.0 <= self.cold_start_share < 1.0:
             raise ValueError("cold_start_share must be in [0, 1)")
+        if self.world == "wide":
+            self._check_wide()
+            return
+        if self.world != "classic":
+            raise ValueError(f"unknown world {self.world!r}: classic or wide")
         kinds = self.incident_kinds
         for kind in dict.fromkeys(kinds[i % len(kinds)] for i in range(self.incidents)):
             if incident_earliest_start(self, kind) + incident_duration(self, kind) > self.minutes:
@@ -92,13 +109,31 @@ class SimConfig:
         if unknown or not kinds:
             raise ValueError(f"unknown incident kinds {sorted(unknown)}")
 
+    def _check_wide(self) -> None:
+        unknown = sorted(set(self.incident_kinds) - set(WIDE_INCIDENT_KINDS))
+        if unknown or not self.incident_kinds:
+            raise ValueError(
+                f"unknown incident kinds {unknown} for the wide world: it injects "
+                f"{list(WIDE_INCIDENT_KINDS)}"
+            )
+        if self.identities < WIDE_MIN_IDENTITIES:
+            raise ValueError(f"the wide world needs at least {WIDE_MIN_IDENTITIES} identities")
+        need = self.incident_after_minutes + WIDE_MAX_INCIDENT_MINUTES
+        if self.incidents and self.minutes < need:
+            raise ValueError(
+                f"no room for an incident: the wide world needs {need} minutes "
+                f"(incident_after_minutes + {WIDE_MAX_INCIDENT_MINUTES})"
+            )
+
     @property
     def enriched(self) -> bool:
         """Whether the run uses the evaluation world (streams/simulation/world_traffic.py).
 
         False for the classic configuration (runaway_agent only, no traps), whose events are
-        kept exactly as they always were.
+        kept exactly as they always were. Always False for the wide world, which is neither.
         """
+        if self.world == "wide":
+            return False
         return self.traps or any(kind != "runaway_agent" for kind in self.incident_kinds)
 
 

@@ -156,13 +156,13 @@ def test_ttd_target_applies_to_spikes_and_retry_loops_only():
     assert not report.passed
 
 
-def test_false_alert_rate_is_per_thousand_identity_hours_against_a_target_of_one():
+def test_false_alert_rate_is_per_thousand_identity_hours_against_a_target_of_a_half():
     alerts = [alert(f"svc-{i}", minute=100) for i in range(3)]
 
-    within = score(alerts, [], identity_hours=3000)
+    within = score(alerts, [], identity_hours=6000)
     over = score(alerts, [], identity_hours=2000)
 
-    assert within.overall.false_per_1000h == pytest.approx(1.0)
+    assert within.overall.false_per_1000h == pytest.approx(0.5)
     assert within.overall.ok and within.passed
     assert over.overall.false_per_1000h == pytest.approx(1.5)
     assert not over.overall.ok and not over.passed
