@@ -88,8 +88,15 @@ class SlowRampDetector(MinuteDetector):
             phi = self._phi(metric, anchor)
             if short <= anchor or not self._gradual(metric, short, phi):
                 continue
-            spread = max(phi * self.long[metric] / cfg.short_span, self.short_var[metric])
-            z = (short - anchor) / math.sqrt(spread) if spread > 0 else math.inf
+            # The 20-minute average's spread at the higher of the two levels (the variance of
+            # counts grows with their mean: judging a burst by the anchor's variance would make
+            # a quiet key's one session a "ramp" from nothing), or as this identity strays.
+            # Judged over the last hour (the three 15-minute snapshots of the short average and
+            # now): three times the counts of one 20-minute average, the power a quiet key needs.
+            hour = sum([*self.short_snapshots[metric], short]) / (RISING_SNAPSHOTS + 1)
+            level = max(self.long[metric], hour)
+            spread = max(phi * level / (3 * cfg.short_span), self.short_var[metric] / 3)
+            z = (hour - anchor) / math.sqrt(spread) if spread > 0 else math.inf
             ratio = short / anchor
             score = min(
                 z_to_score(z, cfg.alert_z / 2), ratio_to_score(ratio, math.sqrt(cfg.min_ratio))

@@ -45,15 +45,15 @@ import numpy as np
 
 from meterguard.detectors.base import MinuteDetector, Verdict
 from meterguard.detectors.features import IdentityContext, MinuteWindow
-from meterguard.detectors.robust import pack_array, ratio_to_score, unpack_array
+from meterguard.detectors.rate_state import RECENT, SLOTS, MetricState
+from meterguard.detectors.robust import ratio_to_score
 
 METRICS = ("calls", "tokens", "cost_usd")
-SLOTS = 60
-RECENT = 60  # at most an hour of "recent" minutes
 EVIDENCE_CEILING = 3.0  # x alert_evidence: scores 0.97
 # x alert_evidence of evidence that the rate is back at the baseline (e^3.5 ~ 33:1) ends a
 # rise: without it a big rise's surplus would keep the evidence high long after it ended.
 END_EVIDENCE = 0.25
+HOLD_EVIDENCE = 0.5  # x alert_evidence (e^7 ~ 1,000:1 for a rise): the baseline waits
 STATE_VERSION = 2
 UNITS = {"calls": "calls/min", "tokens": "tokens/min", "cost_usd": "USD/min"}
 
@@ -86,24 +86,6 @@ class SpikeConfig:
         return (self.min_ratio, self.min_ratio**2, self.min_ratio**3)
 
 
-class _Ew:
-    """Exponentially weighted sums: mean = x / n, with a natural start (plain average)."""
-
-    __slots__ = ("n", "x")
-
-    def __init__(self, x: float = 0.0, n: float = 0.0) -> None:
-        self.x, self.n = x, n
-
-    def add(self, value: float, span: int) -> None:
-        keep = 1.0 - 2.0 / (span + 1)
-        self.x = self.x * keep + value
-        self.n = self.n * keep + 1.0
-
-    @property
-    def mean(self) -> float:
-        return self.x / self.n if self.n > 0 else 0.0
-
-
 @dataclass(frozen=True)
 class _Expected:
     """What one metric's minute should look like, and how lumpy it is."""
@@ -118,43 +100,6 @@ class _Expected:
         return self.mean > self.level
 
 
-class _Metric:
-    """Learnt baseline plus the running evidence of one metric."""
-
-    def __init__(self, bank: int) -> None:
-        self.level, self.prior, self.var = _Ew(), _Ew(), _Ew()
-        # Amount per call in minutes with calls, and its square: E[t²]/E[t] is the size of
-        # one lump (heavy-tailed prompts make it several times the mean).
-        self.per_call, self.per_call_sq = _Ew(), _Ew()
-        self.recent = np.zeros((2, RECENT))  # the last minutes' values and expected values
-        # Per minute-of-hour slot: EW mean, samples, and the burst it held an hour ago (0 if
-        # none): one burst at :07 makes :07 an hour later expected, a schedule in the making.
-        self.profile = np.zeros((3, SLOTS))
-        # Per k: evidence S, the run's sum of values and of expected values, and the evidence
-        # that the rise is over (a reverse CUSUM).
-        self.cusum = np.zeros((4, bank))
-
-    def to_state(self) -> dict[str, Any]:
-        ews = [self.level, self.prior, self.var, self.per_call, self.per_call_sq]
-        return {
-            "ew": [[e.x, e.n] for e in ews],
-            "recent": pack_array(self.recent.ravel()),
-            "profile": pack_array(self.profile.ravel()),
-            "cusum": pack_array(self.cusum.ravel()),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], bank: int) -> _Metric:
-        m = cls(bank)
-        m.level, m.prior, m.var, m.per_call, m.per_call_sq = (
-            _Ew(float(x), float(n)) for x, n in state["ew"]
-        )
-        m.recent = unpack_array(state["recent"], 2 * RECENT).reshape(2, RECENT)
-        m.profile = unpack_array(state["profile"], 3 * SLOTS).reshape(3, SLOTS)
-        m.cusum = unpack_array(state["cusum"], 4 * bank).reshape(4, bank)
-        return m
-
-
 @dataclass(frozen=True)
 class _Step:
     """One minute's effect on a metric's evidence (computed once, used to score and learn)."""
@@ -165,6 +110,7 @@ class _Step:
     best: int
     score: float
     detail: dict[str, Any]
+    hold: bool  # a rise is building: keep this minute out of the baseline
 
 
 class SpikeDetector(MinuteDetector):
@@ -172,7 +118,7 @@ class SpikeDetector(MinuteDetector):
 
     def __init__(self, config: SpikeConfig | None = None) -> None:
         self.config = config or SpikeConfig()
-        self.metrics = {m: _Metric(len(self.config.bank)) for m in METRICS}
+        self.metrics = {m: MetricState(len(self.config.bank)) for m in METRICS}
         self.minutes_seen = 0
         self.peer_rates: dict[str, float] = {}
         self._pending: tuple[MinuteWindow, dict[str, _Step]] | None = None
@@ -207,6 +153,9 @@ class SpikeDetector(MinuteDetector):
         # of them, and no single burst can make it. Otherwise it carries at most half.
         share = arrivals / cfg.min_ratio
         cap = cfg.alert_evidence / 2 * (1 + share) if share < 1 else math.inf
+        cold = self.minutes_seen < cfg.warmup_minutes
+        if cold:
+            cap = cfg.alert_evidence / 2  # a newcomer's minute is its first data point
         wanted = cfg.recent_arrivals / (cfg.min_ratio * max(arrivals, 1e-9))
         recent = int(min(RECENT, max(1, math.ceil(wanted))))
         steps = {}
@@ -214,7 +163,7 @@ class SpikeDetector(MinuteDetector):
             expected = calls if metric == "calls" else self._expected(metric, window)
             if expected is not None:
                 value = window.metric(metric)
-                steps[metric] = self._step(metric, value, expected, cap, recent)
+                steps[metric] = self._step(metric, value, expected, cap, recent, cold)
         self._pending = (window, steps)
         return steps
 
@@ -247,7 +196,7 @@ class SpikeDetector(MinuteDetector):
         return _Expected(mean, phi, level)
 
     def _step(
-        self, metric: str, value: float, expected: _Expected, cap: float, recent: int
+        self, metric: str, value: float, expected: _Expected, cap: float, recent: int, cold: bool
     ) -> _Step:
         cfg, state = self.config, self.metrics[metric]
         x, mu = value / expected.phi, expected.mean / expected.phi
@@ -270,7 +219,11 @@ class SpikeDetector(MinuteDetector):
         last = state.recent[:, RECENT - recent + 1 :].sum(axis=1) if recent > 1 else (0.0, 0.0)
         recent_ratio = _ratio(last[0] + value, last[1] + expected.mean) or 0.0
         ratio = min(run_ratio, recent_ratio)
-        size = ratio_to_score(ratio, math.sqrt(cfg.min_ratio))
+        # Against peers (a newcomer) the rise must be min_ratio² over the busiest tenth of
+        # them: the yardstick is a population whose members differ by orders of magnitude,
+        # not the identity's own history.
+        needed = cfg.min_ratio**2 if cold else cfg.min_ratio
+        size = ratio_to_score(ratio, math.sqrt(needed))
         detail = {
             "value": value,
             "baseline": round(expected.mean, 6),
@@ -278,7 +231,11 @@ class SpikeDetector(MinuteDetector):
             "evidence": round(s, 2),
             "dispersion": round(expected.phi, 3),
         }
-        return _Step(value, expected, cusum, best, min(strength, size), detail)
+        # Hold the baseline while a rise builds: half an alert's evidence of a rise at least
+        # min_ratio over its run. Without this a quiet key's runaway, whose evidence grows a
+        # little each minute, would leak into its own baseline before it scores.
+        hold = s >= HOLD_EVIDENCE * cfg.alert_evidence and run_ratio >= cfg.min_ratio
+        return _Step(value, expected, cusum, best, min(strength, size), detail, hold)
 
     # -- learning --------------------------------------------------------------------------
     def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
@@ -289,6 +246,8 @@ class SpikeDetector(MinuteDetector):
         cfg = self.config
         steps = self._steps(window)
         self._pending = None
+        warm = self.minutes_seen >= cfg.warmup_minutes  # cold minutes are always learnt
+        held = anomalous or (warm and any(step.hold for step in steps.values()))
         for metric, state in self.metrics.items():
             value = window.metric(metric)
             step = steps.get(metric)
@@ -296,7 +255,7 @@ class SpikeDetector(MinuteDetector):
                 state.cusum = step.cusum
                 state.recent = np.roll(state.recent, -1, axis=1)
                 state.recent[:, -1] = (value, step.expected.mean)
-            if not anomalous:
+            if not held:
                 # Spread around what the minute was expected to hold, the level or the
                 # schedule at this minute of the hour, whichever is nearer: a recurring cron
                 # burst is not noise, and neither is a remembered burst that did not recur.
@@ -318,7 +277,7 @@ class SpikeDetector(MinuteDetector):
             recurred = step is not None and step.expected.scheduled and value > step.expected.level
             keep = anomalous or recurred
             state.profile[:, slot] = (mean + weight * (value - mean), n + 1, value if keep else 0)
-        if not anomalous:
+        if not held:
             self.minutes_seen += 1
             if self.minutes_seen == cfg.warmup_minutes:
                 # Evidence gathered against peers is not evidence against the identity's own
@@ -340,6 +299,19 @@ class SpikeDetector(MinuteDetector):
         """The learnt level in the metric's own units (for throttle limits)."""
         return self.metrics[metric].level.mean
 
+    def levels(self) -> dict[str, float]:
+        """Per metric, the level (`baseline`) and its dispersion φ without the schedule, named
+        as `IdentityContext.peer_rates` reads them: what a warm identity tells its peers."""
+        calls, out = self.metrics["calls"], {}
+        for metric, m in self.metrics.items():
+            each = _ratio(m.prior.mean, calls.prior.mean) if metric != "calls" else None
+            lump = 1.0
+            if each and math.isfinite(each):  # as in _expected: tokens, cost come in lumps
+                lump = max(2 * each, _ratio(m.per_call_sq.mean, m.per_call.mean) or 0.0)
+            level = out[metric] = m.level.mean
+            out[f"{metric}_phi"] = max(lump, m.var.mean / level) if level > 0 else lump
+        return out
+
     # -- state -----------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         return {
@@ -357,7 +329,7 @@ class SpikeDetector(MinuteDetector):
             return detector
         detector.minutes_seen = int(state["minutes_seen"])
         bank = len(detector.config.bank)
-        detector.metrics = {m: _Metric.from_state(state["metrics"][m], bank) for m in METRICS}
+        detector.metrics = {m: MetricState.from_state(state["metrics"][m], bank) for m in METRICS}
         return detector
 
 

@@ -9,6 +9,7 @@ import orjson
 
 from meterguard.detectors.filter import LearningFilter
 from meterguard.detectors.registry import REGISTRY, filter_from_state, new_filter
+from meterguard.detectors.spike import SpikeDetector
 from meterguard.streams.policy.episodes import (
     Attribution,
     Baseline,
@@ -36,6 +37,12 @@ class IdentityState:
             return Baseline(0.0, 0.0)
         model: Any = spike.detector
         return Baseline(model.baseline("calls"), model.baseline("tokens"))
+
+    def spike(self) -> SpikeDetector | None:
+        """The spike detector: its warm-up and levels decide peers' yardsticks."""
+        spike = self.filters.get("spike")
+        model = None if spike is None else spike.detector
+        return model if isinstance(model, SpikeDetector) else None
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(

@@ -1,9 +1,11 @@
 """The batch path shared by the Faust worker and `meterguard replay`.
 
     events -> Store.windows.ingest (dedupe + windows, atomic per identity)
+           -> Store.peers.read (only if a new identity has minutes to score: its yardstick)
            -> score every newly final minute (detectors, pure) -> policy (pure)
            -> Pipeline.apply_throttles (gateway keys; drops commands the feed refuses)
-           -> caller publishes alerts / commands -> Pipeline.commit (checkpoint, counters)
+           -> caller publishes alerts / commands -> Pipeline.commit (checkpoint, counters,
+              warm identities' levels for their peer groups)
 
 Publishing happens before the checkpoint: a crash in between re-scores the same minutes
 on redelivery and re-publishes the same ids (at-least-once, never a lost alert). The gateway
@@ -15,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from meterguard.detectors.features import EventFacts, MinuteWindow
+from meterguard.detectors.features import EventFacts, IdentityContext, MinuteWindow
 from meterguard.models import Alert, MeteringEvent, ThrottleCommand
 from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.policy.episodes import Attribution, ScoredMinute, decide
 from meterguard.streams.runtime.identity_state import IdentityState
+from meterguard.streams.runtime.peer_rates import peer_group, peer_rates, report_due
 from meterguard.streams.store import Store
+from meterguard.streams.store.peers import PeerGroup, PeerLevels, PeerReport
 from meterguard.streams.store.traces import SpanLink, SpanPlace
 from meterguard.streams.store.windows import IngestResult, StateCommit
 from meterguard.timeutil import MINUTE_MS
@@ -50,6 +54,10 @@ class BatchOutcome:
     usage_by_hour: dict[tuple[str, int], list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0])
     )
+    # Warm identities' levels for their peer groups, and peers a read found past the horizon:
+    # both written with the checkpoint.
+    peer_reports: list[PeerReport] = field(default_factory=list)
+    stale_peers: dict[PeerGroup, list[str]] = field(default_factory=dict)
 
 
 HOUR_MS = 60 * MINUTE_MS
@@ -75,11 +83,28 @@ class Pipeline:
         )
         place_of = dict(zip(traced, places, strict=True))
         outcome = BatchOutcome()
+        mine = {identity: [events[i] for i in idx] for identity, idx in groups.items()}
+        states = {identity: IdentityState.from_bytes(results[identity].state) for identity in mine}
+        contexts = {
+            identity: self.policy.context_for(identity, state.who.environment)
+            for identity, state in states.items()
+        }
+        yardsticks = await self._peer_rates(mine, results, states, contexts, outcome)
         per_event: list[EventScores | None] = [None] * len(events)
         for identity, indices in groups.items():
-            mine = [events[i] for i in indices]
             spans = [place_of.get(i) for i in indices]
-            scored = self._score_identity(identity, mine, spans, results[identity], outcome)
+            context = contexts[identity]
+            if identity in yardsticks:
+                context = replace(context, peer_rates=yardsticks[identity])
+            scored = self._score_identity(
+                identity,
+                mine[identity],
+                spans,
+                results[identity],
+                states[identity],
+                context,
+                outcome,
+            )
             for i, item in zip(indices, scored, strict=True):
                 per_event[i] = item
         outcome.scores = [s for s in per_event if s is not None]
@@ -100,7 +125,37 @@ class Pipeline:
             outcome.stats,
             outcome.usage_by_hour,
             outcome.alerts,
+            outcome.peer_reports,
+            outcome.stale_peers,
         )
+
+    async def _peer_rates(
+        self,
+        batch: dict[str, list[MeteringEvent]],
+        results: dict[str, IngestResult],
+        states: dict[str, IdentityState],
+        contexts: dict[str, IdentityContext],
+        out: BatchOutcome,
+    ) -> dict[str, dict[str, float]]:
+        """The yardsticks of the batch's cold identities that have minutes to score: one
+        read per peer group they belong to, all in one round trip (none if there is none)."""
+        wanted: dict[str, PeerGroup] = {}
+        for identity, events in batch.items():
+            spike = states[identity].spike()
+            if spike is None or not results[identity].rows:
+                continue
+            spike.configure(contexts[identity])  # the environment's warm-up length
+            if spike.minutes_seen >= spike.config.warmup_minutes:
+                continue
+            group = peer_group(_attribution_after(events, states[identity].who))
+            if group is not None:
+                wanted[identity] = group
+        if not wanted:
+            return {}
+        snapshots = await self.store.peers.read(set(wanted.values()))
+        out.stale_peers.update({g: s.stale for g, s in snapshots.items() if s.stale})
+        found = {i: peer_rates(snapshots[g].levels, i) for i, g in wanted.items()}
+        return {identity: rates for identity, rates in found.items() if rates}
 
     def _score_identity(
         self,
@@ -108,10 +163,10 @@ class Pipeline:
         events: list[MeteringEvent],
         spans: list[SpanPlace | None],
         result: IngestResult,
+        state: IdentityState,
+        context: IdentityContext,
         out: BatchOutcome,
     ) -> list[EventScores]:
-        state = IdentityState.from_bytes(result.state)
-        context = self.policy.context_for(identity, state.who.environment)
         for detector in state.filters.values():
             detector.detector.configure(context)
         rows = list(result.rows)
@@ -151,6 +206,7 @@ class Pipeline:
             and result.scored_through is not None
             and (result.final_through > result.scored_through or result.new or result.late)
         ):
+            self._report_levels(identity, state, result.scored_through, result.final_through, out)
             out.commits.append(
                 StateCommit(
                     identity,
@@ -162,6 +218,20 @@ class Pipeline:
                 )
             )
         return scored
+
+    @staticmethod
+    def _report_levels(
+        identity: str, state: IdentityState, before: int, through: int, out: BatchOutcome
+    ) -> None:
+        """A warm identity tells its peer group its levels, at most once per
+        REPORT_EVERY_MINUTES of event time (written with the checkpoint)."""
+        spike, group = state.spike(), peer_group(state.who)
+        if spike is None or group is None or not report_due(before, through):
+            return
+        if spike.minutes_seen >= spike.config.warmup_minutes:
+            out.peer_reports.append(
+                PeerReport(group, identity, PeerLevels(through, spike.levels()))
+            )
 
     def _score_minute(
         self,
@@ -197,6 +267,12 @@ def _attribution(event: MeteringEvent, current: Attribution) -> Attribution:
     return Attribution(
         team=event.team or current.team, environment=event.environment or current.environment
     )
+
+
+def _attribution_after(events: list[MeteringEvent], who: Attribution) -> Attribution:
+    for event in events:
+        who = _attribution(event, who)
+    return who
 
 
 def _linkable(event: MeteringEvent) -> bool:

@@ -8,6 +8,7 @@
     operator_actions.py  operator release (operator_release.lua), audit log
     history.py           recent alerts, hourly rankings by tokens and cost
     stats.py             pipeline counters, the identities and what the namespace holds
+    peers.py             peer groups' levels: a new identity's yardstick (written in commits)
 
 Callers hold one `Store`, made by `build_store(client, config)`: `store.throttles.apply(...)`.
 This package is the lowest layer of streams: it imports nothing from other streams packages.
@@ -22,6 +23,7 @@ import redis.asyncio as aioredis
 from meterguard.streams.store.history import History
 from meterguard.streams.store.keys import KeyLayout, StoreConfig
 from meterguard.streams.store.operator_actions import OperatorActions
+from meterguard.streams.store.peers import Peers
 from meterguard.streams.store.stats import Stats
 from meterguard.streams.store.throttles import Throttles
 from meterguard.streams.store.traces import Traces
@@ -43,20 +45,23 @@ class Store:
     operator: OperatorActions
     history: History
     stats: Stats
+    peers: Peers
 
 
 def build_store(client: aioredis.Redis, config: StoreConfig) -> Store:
     keys = KeyLayout(config.prefix)
     history = History(client, keys)
     stats = Stats(client, keys)
+    peers = Peers(client, config, keys)
     return Store(
         redis=client,
         config=config,
         keys=keys,
-        windows=Windows(client, config, keys, history, stats),
+        windows=Windows(client, config, keys, history, stats, peers),
         traces=Traces(client, keys),
         throttles=Throttles(client, keys),
         operator=OperatorActions(client, config, keys),
         history=history,
         stats=stats,
+        peers=peers,
     )

@@ -19,12 +19,17 @@ the key):
     {prefix}:{top}:cost:<hour>    zset per event-time hour: identity -> nano-USD (26 h) history
     {prefix}:{top}:hours          zset: the hours those exist for (the rankings' "now") history
     {prefix}:stats                hash: pipeline counters (all identities)          stats
+    {prefix}:peers:{<team>|<env>} hash: identity -> its packed levels (peer group)  peers
+
+A peer group's key has a hash tag of its own: team and environment percent-encoded (`|`, `{`,
+`}` and `%` included), so no team or environment name can make two groups share a key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -75,6 +80,10 @@ class KeyLayout:
         # One hash tag for all of them: the rankings union several hours (one slot on Cluster).
         return f"{self.prefix}:{{top}}:{what}" + ("" if hour is None else f":{hour}")
 
+    def peers_key(self, team: str, environment: str) -> str:
+        """The peer group (team, environment)'s levels; a missing part is ""."""
+        return f"{self.prefix}:peers:{{{peer_group_tag(team, environment)}}}"
+
     @property
     def alerts_key(self) -> str:
         return f"{self.prefix}:alerts:recent"
@@ -104,6 +113,12 @@ class KeyLayout:
 def load_script(client: aioredis.Redis, name: str) -> AsyncScript:
     """Register one of this package's `.lua` files with the client."""
     return client.register_script(files("meterguard.streams.store").joinpath(name).read_text())
+
+
+def peer_group_tag(team: str, environment: str) -> str:
+    """`<team>|<environment>`, each percent-encoded (every character but letters, digits and
+    `_.-~`): injective, and free of `|` (the separator) and of `{`/`}` (the hash tag's ends)."""
+    return f"{quote(team, safe='')}|{quote(environment, safe='')}"
 
 
 def glob_escape(text: str) -> str:

@@ -10,8 +10,9 @@ Keys (all of one identity share its `{identity}` hash tag, see keys.py):
     {prefix}:{<identity>}:state   detector + policy checkpoint (JSON)
 
 Scripts: ingest.lua (one batch of one identity), commit_state.lua (checkpoint compare-and-set).
-The checkpoint commit also carries the batch's pipeline counters (stats.py) and rankings and
-recent alerts (history.py) in the same round trip.
+The checkpoint commit also carries the batch's pipeline counters (stats.py), rankings and
+recent alerts (history.py) and warm identities' levels for their peer groups (peers.py) in the
+same round trip.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from meterguard.detectors.features import MinuteWindow
 from meterguard.models import Alert, MeteringEvent
 from meterguard.streams.store.history import History
 from meterguard.streams.store.keys import KeyLayout, StoreConfig, load_script, text, unpack_row
+from meterguard.streams.store.peers import PeerGroup, PeerReport, Peers
 from meterguard.streams.store.stats import Stats
 
 
@@ -67,12 +69,14 @@ class Windows:
         keys: KeyLayout,
         history: History,
         stats: Stats,
+        peers: Peers,
     ) -> None:
         self._redis = client
         self._config = config
         self._keys = keys
         self._history = history
         self._stats = stats
+        self._peers = peers
         self._ingest = load_script(client, "ingest.lua")
         self._commit_state = load_script(client, "commit_state.lua")
 
@@ -114,11 +118,13 @@ class Windows:
         stats: Mapping[str, int],
         usage_by_hour: Mapping[tuple[str, int], Sequence[int]],
         alerts: Iterable[Alert] = (),
+        peer_reports: Iterable[PeerReport] = (),
+        stale_peers: Mapping[PeerGroup, Iterable[str]] | None = None,
     ) -> list[str]:
         """Checkpoint detector state (compare-and-set on the scored minute), counters,
-        rankings and recent alerts in one round trip (throttle keys are written earlier, by
-        Throttles.apply). Returns identities whose checkpoint lost the race to another worker
-        (their minutes are scored again from the winner's state)."""
+        rankings, recent alerts and peer levels in one round trip (throttle keys are written
+        earlier, by Throttles.apply). Returns identities whose checkpoint lost the race to
+        another worker (their minutes are scored again from the winner's state)."""
         commits = list(commits)
         async with self._redis.pipeline(transaction=False) as pipe:
             for c in commits:
@@ -138,6 +144,7 @@ class Windows:
             self._stats.queue_counts(pipe, stats)
             self._history.queue_usage(pipe, usage_by_hour)
             self._history.queue_alerts(pipe, alerts)
+            self._peers.queue_writes(pipe, peer_reports, stale_peers or {})
             replies = await pipe.execute()
         return [c.identity for c, ok in zip(commits, replies, strict=False) if not ok]
 
