@@ -259,10 +259,11 @@ class SpikeDetector(MinuteDetector):
                 # Spread around what the minute was expected to hold, the level or the
                 # schedule at this minute of the hour, whichever is nearer: a recurring cron
                 # burst is not noise, and neither is a remembered burst that did not recur.
-                if step is not None:
+                if step is not None and warm:
                     near = min(abs(value - step.expected.mean), abs(value - step.expected.level))
                     state.var.add(near**2, cfg.dispersion_span_minutes)
-                elif state.level.n > 0:
+                elif state.level.n > 0:  # a newcomer's spread is around its own level, never
+                    # around its peers' (scoring against them must not teach it their rate)
                     state.var.add((value - state.level.mean) ** 2, cfg.dispersion_span_minutes)
                 state.level.add(value, cfg.level_span_minutes)
                 state.prior.add(value, cfg.prior_span_minutes)
@@ -284,6 +285,7 @@ class SpikeDetector(MinuteDetector):
                 # baseline, which starts now.
                 for state in self.metrics.values():
                     state.cusum[:] = 0.0
+                    state.recent[:] = 0.0
 
     def rebase(self, minutes: int) -> None:
         """A level that persisted `minutes` (the learning filter's verdict) is the new normal:
