@@ -19,6 +19,27 @@ from dataclasses import dataclass
 from meterguard.streams.simulation.volume_bands import BAND_LABELS, band_of
 
 RECALL_TARGET = 0.95
+
+
+class Targets:
+    """Whether a row of recall and time to detect meets its targets (kind and band rows)."""
+
+    incidents: int
+    recall: float | None
+    median_ttd_s: float | None
+    ttd_target_s: float | None
+
+    @property
+    def recall_ok(self) -> bool | None:
+        return None if self.recall is None else self.recall >= RECALL_TARGET
+
+    @property
+    def ttd_ok(self) -> bool | None:
+        if self.ttd_target_s is None or not self.incidents:
+            return None
+        return self.median_ttd_s is not None and self.median_ttd_s <= self.ttd_target_s
+
+
 FAST_KINDS = ("runaway_agent", "retry_loop")
 FAST_TTD_S = 180.0  # bands from 0.1 calls/min up
 QUIET_TTD_S = 600.0  # the band below 0.1 calls/min
@@ -41,7 +62,7 @@ class Detection:
 
 
 @dataclass(frozen=True)
-class BandRow:
+class BandRow(Targets):
     band: str
     kind: str | None  # None: every kind of the band
     incidents: int
@@ -50,16 +71,6 @@ class BandRow:
     median_ttd_s: float | None
     p90_ttd_s: float | None
     ttd_target_s: float | None = None
-
-    @property
-    def recall_ok(self) -> bool | None:
-        return None if self.recall is None else self.recall >= RECALL_TARGET
-
-    @property
-    def ttd_ok(self) -> bool | None:
-        if self.ttd_target_s is None or not self.incidents:
-            return None
-        return self.median_ttd_s is not None and self.median_ttd_s <= self.ttd_target_s
 
 
 def summarize(ttds: Sequence[float | None]) -> tuple[int, float | None, float | None, float | None]:

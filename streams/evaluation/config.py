@@ -8,7 +8,7 @@ world relies on (offboarded identities, budgets) that the pipeline's policy supp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,15 +34,35 @@ def available_kinds(world: World = "classic") -> tuple[str, ...]:
     return tuple(kinds) or ("runaway_agent",)
 
 
-def detector_warmup_minutes() -> int:
-    """The longest warm-up among the registered detectors (minutes before they judge)."""
+# The detectors that exist to catch each incident kind: its incidents start once they have
+# warmed up (another detector's longer warm-up says nothing about this kind).
+CATCHERS: dict[str, tuple[str, ...]] = {
+    "runaway_agent": ("spike",),
+    "retry_loop": ("retry_loop", "spike"),
+    "slow_ramp": ("slow_ramp",),
+    "agent_chain": ("agent_chain",),
+    "drift_model": ("drift",),
+    "drift_workload": ("drift",),
+    "offboarded": ("drift",),
+    "budget_burn": ("budget",),
+}
+
+
+def detector_warmup_minutes(kinds: Sequence[str] | None = None) -> int:
+    """The longest warm-up (minutes before they judge) among the detectors that catch
+    `kinds` (every registered detector when None or for a kind not listed)."""
     from meterguard.detectors.registry import REGISTRY
 
+    names: set[str] = set()
+    for kind in kinds if kinds is not None else ():
+        names.update(CATCHERS.get(kind, tuple(REGISTRY)))
     longest = 0
-    for make, _ in REGISTRY.values():
+    for name, (make, _) in REGISTRY.items():
+        if names and name not in names:
+            continue
         config = getattr(make(), "config", None)
-        for name in ("warmup_minutes", "learn_minutes"):
-            longest = max(longest, int(getattr(config, name, 0) or 0))
+        for field in ("warmup_minutes", "learn_minutes"):
+            longest = max(longest, int(getattr(config, field, 0) or 0))
     return longest
 
 
@@ -86,7 +106,7 @@ def evaluation_config(
         else:
             notes.append("the simulator has no traps option yet: --traps/--no-traps ignored")
     if incident_after is None:
-        incident_after = detector_warmup_minutes()
+        incident_after = detector_warmup_minutes(chosen)
         notes.append(f"incidents start after minute {incident_after}, the detectors' warm-up")
     if incidents is None:
         per_kind = WIDE_INCIDENTS_PER_CELL * len(BAND_LABELS) if wide else 3

@@ -24,6 +24,7 @@ from meterguard.streams.evaluation.bands import (
     RECALL_TARGET,
     BandRow,
     Detection,
+    Targets,
     band_rows,
     false_by_detector,
 )
@@ -37,7 +38,7 @@ FALSE_PER_1000H_TARGET = 0.5
 
 
 @dataclass(frozen=True)
-class KindRow:
+class KindRow(Targets):
     kind: str
     incidents: int
     detected: int
@@ -45,16 +46,6 @@ class KindRow:
     median_ttd_s: float | None
     p90_ttd_s: float | None
     ttd_target_s: float | None = None
-
-    @property
-    def recall_ok(self) -> bool | None:
-        return None if self.recall is None else self.recall >= RECALL_TARGET
-
-    @property
-    def ttd_ok(self) -> bool | None:
-        if self.ttd_target_s is None or not self.incidents:
-            return None
-        return self.median_ttd_s is not None and self.median_ttd_s <= self.ttd_target_s
 
 
 @dataclass(frozen=True)
