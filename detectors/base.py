@@ -50,6 +50,11 @@ class Detector(Protocol):
         move its baseline; it may learn recurring structure from it (a schedule)."""
         ...
 
+    def rebase(self, minutes: int) -> None:
+        """The learning filter's verdict: the level of the last `minutes` is the new normal.
+        A detector whose baseline would otherwise creep up to it re-anchors on it."""
+        ...
+
     def to_state(self) -> dict[str, Any]: ...
 
     @classmethod
@@ -66,4 +71,7 @@ class MinuteDetector:
         return None
 
     def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
+        return None
+
+    def rebase(self, minutes: int) -> None:
         return None

@@ -31,11 +31,9 @@ class LearningFilter:
         # it no longer scores as anomalous.
         adapting = self.refused_in_a_row > self.adapt_after_minutes
         if self.refused_in_a_row == self.adapt_after_minutes + 1:
-            # The new level is the new normal: a detector that can re-anchors its baseline on
-            # the minutes it refused, instead of creeping up to it for another hour.
-            rebase = getattr(self.detector, "rebase", None)
-            if rebase is not None:
-                rebase(self.adapt_after_minutes)
+            # The new level is the new normal: a detector may re-anchor its baseline on the
+            # minutes it refused, instead of creeping up to it for another hour.
+            self.detector.rebase(self.adapt_after_minutes)
         self.detector.learn_one(window, anomalous=anomalous and not adapting)
         return verdict
 

@@ -39,21 +39,24 @@ class MetricState:
         # Amount per call in minutes with calls, and its square: E[t²]/E[t] is the size of
         # one lump (heavy-tailed prompts make it several times the mean).
         self.per_call, self.per_call_sq = Ew(), Ew()
-        self.recent = np.zeros((2, RECENT))  # the last minutes' values and expected values
+        # Plain lists, not arrays: a handful of floats touched per minute, where numpy's
+        # per-call overhead was most of the detector's time (roll, scalar indexing).
+        # The last minutes' values and expected values, oldest first.
+        self.recent = [[0.0] * RECENT, [0.0] * RECENT]
         # Per minute-of-hour slot: EW mean, samples, and the burst it held an hour ago (0 if
         # none): one burst at :07 makes :07 an hour later expected, a schedule in the making.
-        self.profile = np.zeros((3, SLOTS))
+        self.profile = [[0.0] * SLOTS, [0.0] * SLOTS, [0.0] * SLOTS]
         # Per k: evidence S, the run's sum of values and of expected values, and the evidence
         # that the rise is over (a reverse CUSUM).
-        self.cusum = np.zeros((4, bank))
+        self.cusum = [[0.0] * bank for _ in range(4)]
 
     def to_state(self) -> dict[str, Any]:
         ews = [self.level, self.prior, self.var, self.per_call, self.per_call_sq]
         return {
             "ew": [[e.x, e.n] for e in ews],
-            "recent": pack_array(self.recent.ravel()),
-            "profile": pack_array(self.profile.ravel()),
-            "cusum": pack_array(self.cusum.ravel()),
+            "recent": pack_array(np.array(self.recent).ravel()),
+            "profile": pack_array(np.array(self.profile).ravel()),
+            "cusum": pack_array(np.array(self.cusum).ravel()),
         }
 
     @classmethod
@@ -62,7 +65,7 @@ class MetricState:
         m.level, m.prior, m.var, m.per_call, m.per_call_sq = (
             Ew(float(x), float(n)) for x, n in state["ew"]
         )
-        m.recent = unpack_array(state["recent"], 2 * RECENT).reshape(2, RECENT)
-        m.profile = unpack_array(state["profile"], 3 * SLOTS).reshape(3, SLOTS)
-        m.cusum = unpack_array(state["cusum"], 4 * bank).reshape(4, bank)
+        m.recent = unpack_array(state["recent"], 2 * RECENT).reshape(2, RECENT).tolist()
+        m.profile = unpack_array(state["profile"], 3 * SLOTS).reshape(3, SLOTS).tolist()
+        m.cusum = unpack_array(state["cusum"], 4 * bank).reshape(4, bank).tolist()
         return m

@@ -41,8 +41,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
 from meterguard.detectors.base import MinuteDetector, Verdict
 from meterguard.detectors.features import IdentityContext, MinuteWindow
 from meterguard.detectors.rate_state import RECENT, SLOTS, MetricState
@@ -106,8 +104,7 @@ class _Step:
 
     value: float
     expected: _Expected
-    cusum: np.ndarray
-    best: int
+    cusum: list[list[float]]
     score: float
     detail: dict[str, Any]
     hold: bool  # a rise is building: keep this minute out of the baseline
@@ -187,7 +184,7 @@ class SpikeDetector(MinuteDetector):
         mean = (state.level.x + weight * state.prior.mean) / (state.level.n + weight)
         mean = max(mean, floor)
         level = mean
-        slot_mean, slot_n, slot_burst = state.profile[:, window.minute % SLOTS]
+        slot_mean, slot_n, slot_burst = (row[window.minute % SLOTS] for row in state.profile)
         if slot_n >= 1:
             mean = max(mean, float(slot_mean), float(slot_burst))
         lump = 1.0
@@ -204,24 +201,27 @@ class SpikeDetector(MinuteDetector):
     ) -> _Step:
         cfg, state = self.config, self.metrics[metric]
         x, mu = value / expected.phi, expected.mean / expected.phi
-        cusum = state.cusum.copy()
+        cusum = [row[:] for row in state.cusum]
         for i, k in enumerate(cfg.bank):
             llr = min(x * math.log(k) - (k - 1) * mu, cap)
             # Bounded: evidence past certainty adds nothing, and a bounded sum sees the end of
             # a rise within minutes instead of draining a huge surplus for hours.
-            s = min(max(0.0, cusum[0, i] + llr), EVIDENCE_CEILING * cfg.alert_evidence)
-            over = max(0.0, cusum[3, i] - llr) if s else 0.0
+            s = min(max(0.0, cusum[0][i] + llr), EVIDENCE_CEILING * cfg.alert_evidence)
+            over = max(0.0, cusum[3][i] - llr) if s else 0.0
             if over >= END_EVIDENCE * cfg.alert_evidence:
                 s = 0.0  # minutes back at the baseline outweigh the rise: it is over
-            run = (s, cusum[1, i] + value, cusum[2, i] + expected.mean, over)
-            cusum[:, i] = run if s else 0.0
-        best = int(np.argmax(cusum[0]))
-        s = float(cusum[0, best])
+            run = (s, cusum[1][i] + value, cusum[2][i] + expected.mean, over)
+            for row, part in zip(cusum, run if s else (0.0, 0.0, 0.0, 0.0), strict=True):
+                row[i] = part
+        best = max(range(len(cusum[0])), key=cusum[0].__getitem__)  # the first largest
+        s = cusum[0][best]
         half = cfg.alert_evidence / 2
         strength = s * s / (s * s + half * half)
-        run_ratio = _ratio(cusum[1, best], cusum[2, best]) or 0.0
-        last = state.recent[:, RECENT - recent + 1 :].sum(axis=1) if recent > 1 else (0.0, 0.0)
-        recent_ratio = _ratio(last[0] + value, last[1] + expected.mean) or 0.0
+        run_ratio = _ratio(cusum[1][best], cusum[2][best]) or 0.0
+        start = RECENT - recent + 1  # the minutes before this one that count as recent
+        earlier_x = sum(state.recent[0][start:]) if recent > 1 else 0.0
+        earlier_mu = sum(state.recent[1][start:]) if recent > 1 else 0.0
+        recent_ratio = _ratio(earlier_x + value, earlier_mu + expected.mean) or 0.0
         ratio = min(run_ratio, recent_ratio)
         # Against peers (a newcomer) the rise must be min_ratio² over the busiest tenth of
         # them: the yardstick is a population whose members differ by orders of magnitude,
@@ -239,7 +239,7 @@ class SpikeDetector(MinuteDetector):
         # min_ratio over its run. Without this a quiet key's runaway, whose evidence grows a
         # little each minute, would leak into its own baseline before it scores.
         hold = s >= HOLD_EVIDENCE * cfg.alert_evidence and run_ratio >= cfg.min_ratio
-        return _Step(value, expected, cusum, best, min(strength, size), detail, hold)
+        return _Step(value, expected, cusum, min(strength, size), detail, hold)
 
     # -- learning --------------------------------------------------------------------------
     def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
@@ -257,8 +257,9 @@ class SpikeDetector(MinuteDetector):
             step = steps.get(metric)
             if step is not None:
                 state.cusum = step.cusum
-                state.recent = np.roll(state.recent, -1, axis=1)
-                state.recent[:, -1] = (value, step.expected.mean)
+                for row, latest in zip(state.recent, (value, step.expected.mean), strict=True):
+                    del row[0]
+                    row.append(latest)
             if not held:
                 # Spread around what the minute was expected to hold, the level or the
                 # schedule at this minute of the hour, whichever is nearer: a recurring cron
@@ -276,30 +277,32 @@ class SpikeDetector(MinuteDetector):
                     state.per_call.add(each, cfg.prior_span_minutes)
                     state.per_call_sq.add(each * each, cfg.prior_span_minutes)
             slot = window.minute % SLOTS
-            mean, n, _ = state.profile[:, slot]
+            mean, n = state.profile[0][slot], state.profile[1][slot]
             weight = max(cfg.profile_alpha, 1.0 / (n + 1))
             # Remember a burst (or a schedule that recurred above the level) for an hour on.
             recurred = step is not None and step.expected.scheduled and value > step.expected.level
             keep = anomalous or recurred
-            state.profile[:, slot] = (mean + weight * (value - mean), n + 1, value if keep else 0)
+            learnt = (mean + weight * (value - mean), n + 1, value if keep else 0.0)
+            for row, part in zip(state.profile, learnt, strict=True):
+                row[slot] = part
         if not held:
             self.minutes_seen += 1
             if self.minutes_seen == cfg.warmup_minutes:
                 # Evidence gathered against peers is not evidence against the identity's own
                 # baseline, which starts now.
                 for state in self.metrics.values():
-                    state.cusum[:] = 0.0
-                    state.recent[:] = 0.0
+                    state.cusum = [[0.0] * len(row) for row in state.cusum]
+                    state.recent = [[0.0] * RECENT, [0.0] * RECENT]
 
     def rebase(self, minutes: int) -> None:
         """A level that persisted `minutes` (the learning filter's verdict) is the new normal:
         the level and the day-long prior become those minutes' average, the evidence ends."""
         span = max(1, min(minutes, RECENT))
         for state in self.metrics.values():
-            average = float(state.recent[0, -span:].mean())
+            average = sum(state.recent[0][-span:]) / span
             for ew in (state.level, state.prior):
                 ew.x = average * ew.n
-            state.cusum[:] = 0.0
+            state.cusum = [[0.0] * len(row) for row in state.cusum]
 
     def baseline(self, metric: str) -> float:
         """The learnt level in the metric's own units (for throttle limits)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -76,13 +76,9 @@ async def replay_file(
     kcat: bool = False,
     policy: PolicyConfig | None = None,
 ) -> ReplaySummary:
-    size = (await asyncio.to_thread(source.stat)).st_size
-    progress = replay_progress(source.name, size, show_progress, in_bytes=True)
     run = ReplayRun(outputs, settings, redis_url, keep_state, policy)
-    async with run, progress as advance:
-        for batch, consumed in file_batches(source, batch_size, kcat):
-            await run.batch(batch)
-            advance(consumed, None)
+    async with run:
+        await feed_file(source, batch_size, kcat, show_progress, source.name, run.batch)
     return run.summary
 
 
@@ -98,14 +94,44 @@ async def replay_topic(
     warn: Callable[[str], None] = print,
     policy: PolicyConfig | None = None,
 ) -> ReplaySummary:
-    async with TopicSource(bootstrap, selection, warn) as topic:
-        progress = replay_progress(selection.topic, topic.expected, show_progress, False)
-        run = ReplayRun(outputs, settings, redis_url, keep_state, policy)
-        async with run, progress as advance:
-            async for batch in topic_batches(topic, batch_size):
-                await run.batch(batch)
-                advance(topic.read, max(topic.expected, topic.read))
+    run = ReplayRun(outputs, settings, redis_url, keep_state, policy)
+    async with run:
+        await feed_topic(
+            bootstrap, selection, batch_size, show_progress, selection.topic, run.batch, warn
+        )
     return run.summary
+
+
+Feed = Callable[[list[RawMessage]], Awaitable[None]]
+
+
+async def feed_file(
+    source: Path, batch_size: int, kcat: bool, show_progress: bool, label: str, feed: Feed
+) -> None:
+    """Every batch of a file to `feed`, in order, with a progress bar in bytes."""
+    size = (await asyncio.to_thread(source.stat)).st_size
+    async with replay_progress(label, size, show_progress, in_bytes=True) as advance:
+        for batch, consumed in file_batches(source, batch_size, kcat):
+            await feed(batch)
+            advance(consumed, None)
+
+
+async def feed_topic(
+    bootstrap: str,
+    selection: TopicSelection,
+    batch_size: int,
+    show_progress: bool,
+    label: str,
+    feed: Feed,
+    warn: Callable[[str], None] = print,
+) -> None:
+    """Every batch of a topic range to `feed`, in (timestamp, partition, offset) order."""
+    async with TopicSource(bootstrap, selection, warn) as topic:
+        progress = replay_progress(label, topic.expected, show_progress, in_bytes=False)
+        async with progress as advance:
+            async for batch in topic_batches(topic, batch_size):
+                await feed(batch)
+                advance(topic.read, max(topic.expected, topic.read))
 
 
 class ReplayRun:

@@ -27,23 +27,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from meterguard.models import utc_now
-from meterguard.streams.offline.messages import (
-    RawMessage,
-    decode_batch,
-    file_batches,
-    topic_batches,
-)
+from meterguard.streams.offline.messages import RawMessage, decode_batch
 from meterguard.streams.offline.policy_diff import PolicyDiff, RunOutput, diff_runs
 from meterguard.streams.offline.replay import (
     ReplayOutputs,
     ReplayRun,
     ReplaySummary,
-    replay_progress,
+    feed_file,
+    feed_topic,
 )
-from meterguard.streams.offline.topic_source import TopicSelection, TopicSource
+from meterguard.streams.offline.topic_source import TopicSelection
 from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.settings import Settings
 
@@ -72,12 +69,9 @@ async def compare_file(
     outputs: ReplayOutputs | None = None,
 ) -> Comparison:
     """Replay a file under both policies; `outputs` (optional) get the candidate's run."""
-    size = (await asyncio.to_thread(source.stat)).st_size
-    progress = replay_progress(f"{source.name} x2", size, show_progress, in_bytes=True)
-    async with _runs(policies, settings, redis_url, outputs) as runs, progress as advance:
-        for batch, consumed in file_batches(source, batch_size, kcat):
-            await _feed(runs, batch)
-            advance(consumed, None)
+    async with _runs(policies, settings, redis_url, outputs) as runs:
+        label = f"{source.name} x2"
+        await feed_file(source, batch_size, kcat, show_progress, label, partial(_feed, runs))
     return _compared(runs)
 
 
@@ -93,13 +87,10 @@ async def compare_topic(
     outputs: ReplayOutputs | None = None,
 ) -> Comparison:
     """Replay a topic range under both policies, reading it once."""
-    async with TopicSource(bootstrap, selection, warn) as topic:
-        name = f"{selection.topic} x2"
-        progress = replay_progress(name, topic.expected, show_progress, in_bytes=False)
-        async with _runs(policies, settings, redis_url, outputs) as runs, progress as advance:
-            async for batch in topic_batches(topic, batch_size):
-                await _feed(runs, batch)
-                advance(topic.read, max(topic.expected, topic.read))
+    async with _runs(policies, settings, redis_url, outputs) as runs:
+        label = f"{selection.topic} x2"
+        feed = partial(_feed, runs)
+        await feed_topic(bootstrap, selection, batch_size, show_progress, label, feed, warn)
     return _compared(runs)
 
 

@@ -74,16 +74,14 @@ class Pipeline:
         groups: dict[str, list[int]] = defaultdict(list)
         for index, event in enumerate(events):
             groups[event.identity].append(index)
+        mine = {identity: [events[i] for i in idx] for identity, idx in groups.items()}
         traced = [i for i, e in enumerate(events) if _linkable(e)]
         results, places = await asyncio.gather(
-            self.store.windows.ingest(
-                {identity: [events[i] for i in idx] for identity, idx in groups.items()}
-            ),
+            self.store.windows.ingest(mine),
             self.store.traces.link([_span(events[i]) for i in traced]) if traced else _nothing(),
         )
         place_of = dict(zip(traced, places, strict=True))
         outcome = BatchOutcome()
-        mine = {identity: [events[i] for i in idx] for identity, idx in groups.items()}
         states = {identity: IdentityState.from_bytes(results[identity].state) for identity in mine}
         contexts = {
             identity: self.policy.context_for(identity, state.who.environment)
