@@ -41,9 +41,12 @@ class RampConfig:
     # The anchor is the lowest long level of the last three hours: until the identity has
     # three hours of history, there is no anchor, only the start of one.
     warmup_minutes: int = SNAPSHOT_EVERY * SNAPSHOTS
-    # short/anchor that scores 0.8 (policy: per environment). Why 4: a ramp worth a page is a
-    # several-fold rise (5-10x over 1-2 h); adjacent hours of an ordinary day differ by less.
-    min_ratio: float = 4.0
+    # short/anchor that scores 0.8 (policy: per environment). Why 3, the spike's: one
+    # smallest alerting rise for both (a doubling is the everyday legitimate change; a daily
+    # rhythm of ±50 % moves a 3-hour window by at most ~1.6x). It was 4: a ramp that grows
+    # while the day's rhythm falls ends 3-4x above its history, and was missed (measured:
+    # 13 of 30 wide-world ramps caught at 4, 15 at 3, no more false alerts).
+    min_ratio: float = 3.0
     # z of the short average over the anchor that scores 0.8. A 20-minute average tested
     # every minute for hours: z = 6 (one-sided p ~ 1e-9) keeps chance crossings negligible
     # even counting the overlap of successive windows.
@@ -141,7 +144,11 @@ class SlowRampDetector(MinuteDetector):
             noise = 2.0 * math.sqrt(phi * max(a, b) / self.config.short_span)
             if b < a - noise or b > self.config.max_step * a + noise:
                 return False
-        return True
+        # Still rising: above where it was 45 minutes ago beyond noise. The average decaying
+        # after a runaway or a retry loop (an exponential average makes the end of a step
+        # look smooth) is the aftermath of a step, not a ramp.
+        first, now = path[0], path[-1]
+        return now - first > 2.0 * math.sqrt(phi * now / self.config.short_span)
 
     def _ew(self, current: float, value: float, span: int) -> float:
         alpha = max(2.0 / (span + 1), 1.0 / (self.minutes + 1))

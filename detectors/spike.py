@@ -159,12 +159,22 @@ class SpikeDetector(MinuteDetector):
             cap = cfg.alert_evidence / 2  # a newcomer's minute is its first data point
         wanted = cfg.recent_arrivals / (cfg.min_ratio * max(arrivals, 1e-9))
         recent = int(min(RECENT, max(1, math.ceil(wanted))))
+        # Tokens and cost in a minute whose calls are ordinary come from a few larger calls:
+        # per-call sizes are heavy-tailed and known from few samples, so such a minute carries
+        # a third of an alert at most (every call growing, e.g. an agent's context, alerts in
+        # three minutes), unless it holds min_ratio³ (27x) its expected amount: that is not
+        # a tail of per-call sizes (a log-normal of σ 1 reaches it once in ~10⁴ calls).
+        ordinary_calls = calls is None or window.calls <= cfg.min_ratio * calls.mean
         steps = {}
         for metric in METRICS:
             expected = calls if metric == "calls" else self._expected(metric, window)
             if expected is not None:
                 value = window.metric(metric)
-                steps[metric] = self._step(metric, value, expected, cap, recent, cold)
+                limit = cap
+                huge = value >= cfg.min_ratio**3 * expected.mean
+                if metric != "calls" and ordinary_calls and not huge:
+                    limit = min(cap, cfg.alert_evidence / 3)
+                steps[metric] = self._step(metric, value, expected, limit, recent, cold)
         self._pending = (window, steps)
         return steps
 
