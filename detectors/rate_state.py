@@ -49,6 +49,8 @@ class MetricState:
         # Per k: evidence S, the run's sum of values and of expected values, and the evidence
         # that the rise is over (a reverse CUSUM).
         self.cusum = [[0.0] * bank for _ in range(4)]
+        # Squared deviations of the last minutes, not yet learnt by `var` (oldest first).
+        self.pending: list[float] = []
 
     def to_state(self) -> dict[str, Any]:
         ews = [self.level, self.prior, self.var, self.per_call, self.per_call_sq]
@@ -57,6 +59,7 @@ class MetricState:
             "recent": pack_array(np.array(self.recent).ravel()),
             "profile": pack_array(np.array(self.profile).ravel()),
             "cusum": pack_array(np.array(self.cusum).ravel()),
+            "pending": self.pending,
         }
 
     @classmethod
@@ -68,4 +71,5 @@ class MetricState:
         m.recent = unpack_array(state["recent"], 2 * RECENT).reshape(2, RECENT).tolist()
         m.profile = unpack_array(state["profile"], 3 * SLOTS).reshape(3, SLOTS).tolist()
         m.cusum = unpack_array(state["cusum"], 4 * bank).reshape(4, bank).tolist()
+        m.pending = [float(x) for x in state.get("pending", [])]  # absent before: none
         return m

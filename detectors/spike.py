@@ -52,6 +52,14 @@ EVIDENCE_CEILING = 3.0  # x alert_evidence: scores 0.97
 # rise: without it a big rise's surplus would keep the evidence high long after it ended.
 END_EVIDENCE = 0.25
 HOLD_EVIDENCE = 0.5  # x alert_evidence (e^7 ~ 1,000:1 for a rise): the baseline waits
+# Minutes a squared deviation waits before it teaches the dispersion: a quiet key's minute
+# carries at most a third of an alert, so a rise reaches HOLD_EVIDENCE within two minutes, and
+# its first minutes must not teach the spread they are judged by (one minute of 6 calls on a
+# 0.3 calls/min key doubled its dispersion and hid the rest of the runaway).
+PENDING_MINUTES = 3
+# x alert_evidence (e^3.5 ~ 33:1) of a min_ratio-fold rise: the level (not the spread) waits,
+# or a quiet key's runaway raises its own expectation by a third before HOLD_EVIDENCE.
+RISING_EVIDENCE = 0.25
 STATE_VERSION = 2
 UNITS = {"calls": "calls/min", "tokens": "tokens/min", "cost_usd": "USD/min"}
 
@@ -91,6 +99,7 @@ class _Expected:
     mean: float  # expected value this minute (natural units)
     phi: float  # variance / mean: units of one independent arrival
     level: float = 0.0  # the expectation without the minute-of-hour schedule
+    arrivals: float = 0.0  # independent arrivals in an ordinary minute (learnt dispersion)
 
     @property
     def scheduled(self) -> bool:
@@ -108,6 +117,7 @@ class _Step:
     score: float
     detail: dict[str, Any]
     hold: bool  # a rise is building: keep this minute out of the baseline
+    rising: bool = False  # a rise may be starting: keep this minute out of the level
 
 
 class SpikeDetector(MinuteDetector):
@@ -144,7 +154,7 @@ class SpikeDetector(MinuteDetector):
             return self._pending[1]
         cfg = self.config
         calls = self._expected("calls", window)
-        arrivals = 1.0 if calls is None else calls.mean / calls.phi  # per ordinary minute
+        arrivals = 1.0 if calls is None else calls.arrivals  # per ordinary minute
         # A minute is conclusive alone only if an ordinary one holds at least `min_ratio`
         # independent arrivals: then a minute at the smallest alerting rise holds min_ratio²
         # of them, and no single burst can make it. Otherwise it carries a third (and up, with
@@ -196,7 +206,17 @@ class SpikeDetector(MinuteDetector):
         level = mean
         slot_mean, slot_n, slot_burst = (row[window.minute % SLOTS] for row in state.profile)
         if slot_n >= 1:
-            mean = max(mean, float(slot_mean), float(slot_burst))
+            # The slot's average is a schedule only where it stands out of its own noise: four
+            # standard errors of an exponentially weighted mean of this identity's minutes (60
+            # slots are tested every hour, and counts at a fraction of a call are skewed: a
+            # 0.2 calls/min key shows a 3-call minute about once in 4 hours). A quiet key's
+            # chance calls at :07 an hour ago are no schedule, and raising every such slot hid
+            # a third of a quiet key's runaway minutes.
+            a = cfg.profile_alpha
+            spread = max(1.0, state.var.mean / mean) * mean if mean > 0 else 0.0
+            if slot_mean > mean + 4 * math.sqrt(spread * a / (2 - a)):
+                mean = float(slot_mean)
+            mean = max(mean, float(slot_burst))
         lump = 1.0
         if metric != "calls":
             # Sizes vary at least like an exponential's (CV 1: E[t²]/E[t] = 2 E[t]) until the
@@ -204,7 +224,13 @@ class SpikeDetector(MinuteDetector):
             # and a short history underestimates a heavy tail.
             lump = max(2 * per_call, _ratio(state.per_call_sq.mean, state.per_call.mean) or 0.0)
         phi = max(lump, state.var.mean / mean) if mean > 0 else lump
-        return _Expected(mean, phi, level)
+        # A dispersion learnt from N independent arrivals is known to about ±√(2/N) (the
+        # spread of a sample variance): judge against its upper end, two standard errors. A
+        # bursty key whose history holds a handful of sessions has seen too few bursts to know
+        # how big they get (measured on the wide world: 13 false spikes in 4,099 identity-hours
+        # without this, 2 with it, the same runaways caught).
+        seen = max(calls.prior.x / max(1.0, calls.var.mean / max(calls.level.mean, 1e-12)), 1.0)
+        return _Expected(mean, phi * (1 + 2 * math.sqrt(2 / seen)), level, mean / phi)
 
     def _step(
         self, metric: str, value: float, expected: _Expected, cap: float, recent: int, cold: bool
@@ -249,7 +275,8 @@ class SpikeDetector(MinuteDetector):
         # min_ratio over its run. Without this a quiet key's runaway, whose evidence grows a
         # little each minute, would leak into its own baseline before it scores.
         hold = s >= HOLD_EVIDENCE * cfg.alert_evidence and run_ratio >= cfg.min_ratio
-        return _Step(value, expected, cusum, min(strength, size), detail, hold)
+        rising = s >= RISING_EVIDENCE * cfg.alert_evidence and run_ratio >= cfg.min_ratio
+        return _Step(value, expected, cusum, min(strength, size), detail, hold, rising)
 
     # -- learning --------------------------------------------------------------------------
     def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
@@ -261,7 +288,12 @@ class SpikeDetector(MinuteDetector):
         steps = self._steps(window)
         self._pending = None
         warm = self.minutes_seen >= cfg.warmup_minutes  # cold minutes are always learnt
-        held = anomalous or (warm and any(step.hold for step in steps.values()))
+        building = warm and any(step.hold for step in steps.values())
+        rising = warm and any(step.rising for step in steps.values())
+        held = anomalous or building
+        if building:  # the minutes before were the start of this rise, not the spread
+            for state in self.metrics.values():
+                state.pending.clear()
         for metric, state in self.metrics.items():
             value = window.metric(metric)
             step = steps.get(metric)
@@ -276,10 +308,15 @@ class SpikeDetector(MinuteDetector):
                 # burst is not noise, and neither is a remembered burst that did not recur.
                 if step is not None and warm:
                     near = min(abs(value - step.expected.mean), abs(value - step.expected.level))
-                    state.var.add(near**2, cfg.dispersion_span_minutes)
+                    # Learnt PENDING_MINUTES later, once it is clear the minute was a burst
+                    # and not the start of a rise (which drops them: see `building`).
+                    state.pending.append(near**2)
+                    if len(state.pending) > PENDING_MINUTES:
+                        state.var.add(state.pending.pop(0), cfg.dispersion_span_minutes)
                 elif state.level.n > 0:  # a newcomer's spread is around its own level, never
                     # around its peers' (scoring against them must not teach it their rate)
                     state.var.add((value - state.level.mean) ** 2, cfg.dispersion_span_minutes)
+            if not (held or rising):
                 state.level.add(value, cfg.level_span_minutes)
                 state.prior.add(value, cfg.prior_span_minutes)
                 if window.calls and metric != "calls":
@@ -289,9 +326,11 @@ class SpikeDetector(MinuteDetector):
             slot = window.minute % SLOTS
             mean, n = state.profile[0][slot], state.profile[1][slot]
             weight = max(cfg.profile_alpha, 1.0 / (n + 1))
-            # Remember a burst (or a schedule that recurred above the level) for an hour on.
+            # Remember a burst (a minute this detector found surprising, or a schedule that
+            # recurred above the level) for an hour on: if it recurs, it is a schedule.
             recurred = step is not None and step.expected.scheduled and value > step.expected.level
-            keep = anomalous or recurred
+            surprising = step is not None and step.score >= 0.5
+            keep = anomalous or recurred or surprising
             learnt = (mean + weight * (value - mean), n + 1, value if keep else 0.0)
             for row, part in zip(state.profile, learnt, strict=True):
                 row[slot] = part

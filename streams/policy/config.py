@@ -55,14 +55,28 @@ class RampParams(BaseModel):
     alert_z: float = Field(default=6.0, ge=2, le=50)
 
 
+class RetryParams(BaseModel):
+    """detectors/retry_loop.py RetryConfig fields a policy may set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alert_evidence: float = Field(default=14.0, ge=2, le=100)
+    min_error_share: float = Field(default=0.5, gt=0, le=1)
+
+
 class DetectionParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     spike: SpikeParams = SpikeParams()
     slow_ramp: RampParams = RampParams()
+    retry_loop: RetryParams = RetryParams()
 
     def for_detectors(self) -> dict[str, dict[str, float]]:
-        return {"spike": self.spike.model_dump(), "slow_ramp": self.slow_ramp.model_dump()}
+        return {
+            "spike": self.spike.model_dump(),
+            "slow_ramp": self.slow_ramp.model_dump(),
+            "retry_loop": self.retry_loop.model_dump(),
+        }
 
 
 class EnvironmentPolicy(BaseModel):
