@@ -35,6 +35,28 @@ from meterguard.timeutil import format_time
 
 TTD_TARGETS_S: dict[str, float] = {"runaway_agent": FAST_TTD_S, "retry_loop": FAST_TTD_S}
 FALSE_PER_1000H_TARGET = 0.5
+# An incident is within reach when an oracle's expected evidence over it reaches what an alert
+# needs (spike's alert_evidence, policy default): streams/simulation/detectability.py.
+ORACLE_REACH_NATS = 14.0
+
+
+@dataclass(frozen=True)
+class ReachRow:
+    """Recall over the incidents an oracle could detect (kind None: every kind)."""
+
+    kind: str | None
+    incidents: int
+    within_reach: int
+    detected_within: int
+    detected_beyond: int
+
+    @property
+    def recall(self) -> float | None:
+        return self.detected_within / self.within_reach if self.within_reach else None
+
+    @property
+    def recall_ok(self) -> bool | None:
+        return None if self.recall is None else self.recall >= RECALL_TARGET
 
 
 @dataclass(frozen=True)
@@ -96,6 +118,29 @@ class Report:
         return band_rows(detections, [r.kind for r in self.rows])
 
     @property
+    def reach(self) -> list[ReachRow]:
+        """Per kind, then in total: recall within an oracle's reach; empty when the world
+        does not say (the classic world)."""
+        known = [o for o in self.outcomes if "oracle_nats" in o.details]
+        if not known:
+            return []
+
+        def row(kind: str | None, outcomes: list[IncidentOutcome]) -> ReachRow:
+            within = [o for o in outcomes if o.details["oracle_nats"] >= ORACLE_REACH_NATS]
+            beyond = [o for o in outcomes if o not in within]
+            return ReachRow(
+                kind,
+                len(outcomes),
+                len(within),
+                sum(o.ttd_s is not None for o in within),
+                sum(o.ttd_s is not None for o in beyond),
+            )
+
+        kinds = list(dict.fromkeys(o.incident.kind for o in known))
+        rows = [row(k, [o for o in known if o.incident.kind == k]) for k in kinds]
+        return [*rows, row(None, known)]
+
+    @property
     def false_by_detector(self) -> dict[str, int]:
         return false_by_detector([f.detector for f in self.false_alerts])
 
@@ -136,6 +181,13 @@ class Report:
             "false_by_detector": {
                 name: {"false_alerts": n, "per_1000h": self._per_1000h(n)}
                 for name, n in self.false_by_detector.items()
+            },
+            "within_reach": {
+                "oracle_nats": ORACLE_REACH_NATS,
+                "rows": [
+                    {**dataclasses.asdict(r), "recall": r.recall, "recall_ok": r.recall_ok}
+                    for r in self.reach
+                ],
             },
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "incidents": [

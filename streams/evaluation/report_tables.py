@@ -12,6 +12,7 @@ from rich.table import Table
 from meterguard.streams.evaluation.bands import RECALL_TARGET, BandRow
 from meterguard.streams.evaluation.report import (
     FALSE_PER_1000H_TARGET,
+    ORACLE_REACH_NATS,
     Report,
     fmt_duration,
     ok_mark,
@@ -82,6 +83,28 @@ def ttd_matrix(report: Report) -> Table:
     return table
 
 
+def reach_table(report: Report) -> Table | None:
+    rows = report.reach
+    if not rows:
+        return None
+    table = _table(
+        "Within an oracle's reach (streams/simulation/detectability.py)",
+        caption=f"within reach: an oracle that knows the true rates expects ≥ "
+        f"{ORACLE_REACH_NATS:g} nats of evidence over the incident; target recall ≥ "
+        f"{RECALL_TARGET:g} there",
+    )
+    table.add_column("kind", no_wrap=True)
+    for name in ("incidents", "within reach", "detected", "recall", "caught beyond"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in rows:
+        recall = "–" if r.recall is None else f"{r.recall:.2f} {ok_mark(r.recall_ok)}"
+        table.add_row(
+            r.kind or "all", str(r.incidents), str(r.within_reach), str(r.detected_within),
+            recall, str(r.detected_beyond), style=None if r.kind else "bold",
+        )  # fmt: skip
+    return table
+
+
 def detector_table(report: Report) -> Table:
     o = report.overall
     hours = o.identity_hours
@@ -128,8 +151,8 @@ def print_report(report: Report, console: Console, heading: str | None = None) -
     if heading:
         console.rule(heading)
     tables = [
-        report.table(), band_table(report), recall_matrix(report), ttd_matrix(report),
-        detector_table(report), calibration_table(report),
+        report.table(), reach_table(report), band_table(report), recall_matrix(report),
+        ttd_matrix(report), detector_table(report), calibration_table(report),
     ]  # fmt: skip
     for table in tables:
         if table is not None:

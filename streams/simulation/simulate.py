@@ -29,6 +29,7 @@ from typing import Any
 from meterguard.streams.simulation.baseline import BaselinePlan, classic_minute_events
 from meterguard.streams.simulation.budgets import budgets_for
 from meterguard.streams.simulation.config import Incident, SimConfig
+from meterguard.streams.simulation.detectability import oracle_nats
 from meterguard.streams.simulation.incident_plan import plan_incidents
 from meterguard.streams.simulation.profiles import plan_identities
 from meterguard.streams.simulation.wide_population import wide_start
@@ -108,11 +109,15 @@ def incidents(cfg: SimConfig) -> list[Incident]:
 
 def incident_details(cfg: SimConfig) -> list[dict[str, object]]:
     """Per incident of `incidents(cfg)` (same order): the host's base rate and band, the size
-    (wide world); empty dicts in the classic world."""
+    and the evidence an oracle could gather (wide world: detectability.py); empty dicts in the
+    classic world."""
     if cfg.world != "wide":
         return [{} for _ in plan_incidents(cfg)]
     plan = WidePlan(cfg)
-    return [w.details(plan.pop) for w in plan.incidents]
+    return [
+        {**w.details(plan.pop), "oracle_nats": round(oracle_nats(plan, w), 1)}
+        for w in plan.incidents
+    ]
 
 
 def base_rates(cfg: SimConfig) -> dict[str, float]:
