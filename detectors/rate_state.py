@@ -39,6 +39,8 @@ class MetricState:
         # Amount per call in minutes with calls, and its square: E[t²]/E[t] is the size of
         # one lump (heavy-tailed prompts make it several times the mean).
         self.per_call, self.per_call_sq = Ew(), Ew()
+        # Lag-1 autocovariance of the minutes' deviations (sessions spill, levels wander).
+        self.cov = Ew()
         # Plain lists, not arrays: a handful of floats touched per minute, where numpy's
         # per-call overhead was most of the detector's time (roll, scalar indexing).
         # The last minutes' values and expected values, oldest first.
@@ -49,11 +51,11 @@ class MetricState:
         # Per k: evidence S, the run's sum of values and of expected values, and the evidence
         # that the rise is over (a reverse CUSUM).
         self.cusum = [[0.0] * bank for _ in range(4)]
-        # Squared deviations of the last minutes, not yet learnt by `var` (oldest first).
+        # Deviations of the last minutes, not yet learnt by `var` and `cov` (oldest first).
         self.pending: list[float] = []
 
     def to_state(self) -> dict[str, Any]:
-        ews = [self.level, self.prior, self.var, self.per_call, self.per_call_sq]
+        ews = [self.level, self.prior, self.var, self.per_call, self.per_call_sq, self.cov]
         return {
             "ew": [[e.x, e.n] for e in ews],
             "recent": pack_array(np.array(self.recent).ravel()),
@@ -65,9 +67,9 @@ class MetricState:
     @classmethod
     def from_state(cls, state: dict[str, Any], bank: int) -> MetricState:
         m = cls(bank)
-        m.level, m.prior, m.var, m.per_call, m.per_call_sq = (
-            Ew(float(x), float(n)) for x, n in state["ew"]
-        )
+        ews = [Ew(float(x), float(n)) for x, n in state["ew"]]
+        m.level, m.prior, m.var, m.per_call, m.per_call_sq = ews[:5]
+        m.cov = ews[5] if len(ews) > 5 else Ew()  # absent before: learnt from now on
         m.recent = unpack_array(state["recent"], 2 * RECENT).reshape(2, RECENT).tolist()
         m.profile = unpack_array(state["profile"], 3 * SLOTS).reshape(3, SLOTS).tolist()
         m.cusum = unpack_array(state["cusum"], 4 * bank).reshape(4, bank).tolist()
