@@ -12,10 +12,11 @@ it keeps failing) against the ordinary level: X·ln(X/M) − (X − M), X its fa
 ordinary level times the run's minutes. The same calibration as `spike`: `alert_evidence`
 nats score 0.8 (e¹⁴ ≈ 10⁶ : 1).
 
-* **No minute is conclusive alone** (each carries at most a third of an alert's evidence): a
-  healthy client's backoff (1, 2, 4, 8 s…) retries a handful of times within two minutes and
-  then stops. A loop keeps going: three minutes of a request failing far above its level
-  alert, whether it fails 4,000 times a minute or, a capped backoff retrying forever, once.
+* **No minute is conclusive alone**: a healthy client's backoff (0.1, 0.2, 0.4 … s) retries
+  at most BACKOFF_ATTEMPTS times in a minute and then slows down and stops. A minute carries
+  at most a third of an alert, or a half when the request failed more often than a backoff
+  can: a loop alerts after two minutes of hammering, or three of a slow loop (a capped
+  backoff retrying forever, once a minute), whatever the identity's volume.
 * **The request that fails most** this minute carries the run: a busy service's ordinary
   failures move from request to request, a loop's stay on one.
 * **Mostly failing**: the request's calls in the run fail at least `min_error_share` of the
@@ -39,6 +40,9 @@ from meterguard.detectors.features import EventFacts, IdentityContext, MinuteWin
 MAX_KEYS_PER_MINUTE = 256  # bounded state: a minute with more distinct requests is no loop
 STATE_VERSION = 2
 GAP_MINUTES = 1  # minutes without the request that a run survives
+# The most attempts an exponential backoff makes within a minute: base 100 ms doubling, the
+# first ten attempts span 0.1 x (2^10 - 1) = 102 s. A property of clients, not of volumes.
+BACKOFF_ATTEMPTS = 10
 HOLD_EVIDENCE = 0.25  # x alert_evidence: a run this sure keeps out of the level
 
 
@@ -51,6 +55,12 @@ class RetryConfig:
     # The ordinary level follows the identity over ~4 h: error bursts come and go with
     # upstream incidents, the request mix with the day.
     level_span_minutes: int = 240
+
+
+def _share(failures: int) -> int:
+    """Sixths of an alert one minute of the run may carry: a third, or a half when the request
+    failed more often than any exponential backoff can retry in a minute."""
+    return 3 if failures > BACKOFF_ATTEMPTS else 2
 
 
 class RetryLoopDetector(MinuteDetector):
@@ -66,7 +76,7 @@ class RetryLoopDetector(MinuteDetector):
         self.level = [0.0, 0.0]
         self.failures_seen = 0.0
         # The run: its request; minutes, failures, calls, minutes since the request last came,
-        # minutes it came in.
+        # and the sixths of an alert its minutes may carry (_share).
         self.run_key: str | None = None
         self.run = [0, 0, 0, 0, 0]
 
@@ -108,7 +118,7 @@ class RetryLoopDetector(MinuteDetector):
             calls and key is not None and errors >= most
         ):  # the run's request again (a success among the
             # failures of a loop is part of the loop; `min_error_share` judges the run)
-            run = [run[0] + 1 + run[3], run[1] + errors, run[2] + calls, 0, run[4] + 1]
+            run = [run[0] + 1 + run[3], run[1] + errors, run[2] + calls, 0, run[4] + _share(errors)]
         elif not calls and key is not None and run[3] < GAP_MINUTES and most <= run[1] / run[0]:
             # a gap, unless another request fails more than the run does per minute
             run = [run[0], run[1], run[2], run[3] + 1, run[4]]
@@ -116,7 +126,7 @@ class RetryLoopDetector(MinuteDetector):
             key, (calls, errors) = max(
                 minute.items(), key=lambda kv: (kv[1][1], kv[1][0], kv[0]), default=(None, (0, 0))
             )
-            run = [1, errors, calls, 0, 1] if errors else [0, 0, 0, 0, 0]
+            run = [1, errors, calls, 0, _share(errors)] if errors else [0, 0, 0, 0, 0]
             key = key if errors else None
         return key, run, calls, errors
 
@@ -128,8 +138,8 @@ class RetryLoopDetector(MinuteDetector):
         if failures <= expected:
             return 0.0
         glr = failures * math.log(failures / expected) - (failures - expected)
-        # A third of an alert per minute at most: three minutes of the request failing.
-        return min(glr, self.config.alert_evidence / 3 * present)
+        # Each minute adds at most its share of an alert (in sixths, see _share).
+        return min(glr, self.config.alert_evidence / 6 * present)
 
     def score_one(self, window: MinuteWindow) -> Verdict:
         if self.minutes_seen == 0:

@@ -12,13 +12,21 @@ judged by its own distribution, learnt from the identity's history:
 * **Dispersion** φ = variance / mean around that level (≥ 1 for call counts; ≥ the amount
   per call for tokens and cost, which arrive in per-call lumps). Dividing by φ turns any
   metric into "independent arrivals", so counts are judged as counts (over-dispersed Poisson)
-  and amounts robustly.
+  and amounts robustly. Three corrections keep φ honest: it is judged at its upper end for
+  the history behind it (× 1 + 2√(2/N), N arrivals seen: a handful of sessions cannot show how
+  big sessions get); over a run of minutes it is the long-run variance (× 1 + 2ρ, ρ the lag-1
+  autocorrelation: sessions spill across minutes); and a minute teaches it only three minutes
+  later, once it is clear it was a burst and not the first minute of a rise.
+* **Schedule**: a minute-of-hour slot raises the expectation only where it stands four
+  standard errors above the level (chance calls at :07 are no schedule); a surprising minute
+  is remembered for an hour, so an hourly batch is expected at its second run.
 * **Evidence accumulates** in a CUSUM of log-likelihood ratios for a k-fold rise, one per k in
   `min_ratio`, `min_ratio`², `min_ratio`³ (moderate shifts add up over minutes, huge ones
   quickly). One minute may carry at most a third of the evidence an alert needs unless the
   identity's ordinary minute already holds `min_ratio` independent arrivals (μ/φ): a quiet
   key's minute is one burst, and a single burst is never conclusive; a busy identity's minute
-  is many independent calls and can be.
+  is many independent calls and can be. Tokens and cost in a minute of ordinary calls carry
+  a third at most too (a few large calls: per-call sizes are heavy-tailed), unless 27x.
 * **Magnitude**: the rise over the evidence's run and over the last ~10 minutes, whichever is
   smaller, must reach `min_ratio` to score 0.8: a doubling (a deploy, a second consumer) is
   the everyday legitimate change and must not page, and a run of scattered blips is not a rise.

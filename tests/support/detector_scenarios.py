@@ -115,9 +115,10 @@ def retry_loop(seed: int) -> Scenario:
                     )
                     for k in range(int(rng.integers(20, 90)))
                 ]
-                # A loop is a request failing minute after minute: its first two minutes are
-                # what a backoff can also be (retry_loop.py), so it is labelled from its third.
-                out.append(minute_of(T0 + m, ordinary(T0 + m, 8, rng) + loop, length > 1))
+                # A loop is a request failing minute after minute: its first minute alone is
+                # one burst (retry_loop.py), so it is labelled from its second (this loop fails
+                # more often than a backoff can: two minutes are enough).
+                out.append(minute_of(T0 + m, ordinary(T0 + m, 8, rng) + loop, length > 0))
                 m += 1
             continue
         if rng.random() < 0.05:  # a healthy backoff: 5 failures, widening gaps, then success

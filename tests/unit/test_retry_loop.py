@@ -82,3 +82,12 @@ def test_state_round_trips_mid_run() -> None:
     a = minute(runner, T0 + 241, [("stuck", True)])
     b = minute(restored, T0 + 241, [("stuck", True)])
     assert a == b > 0
+
+
+def test_a_loop_faster_than_any_backoff_alerts_in_its_second_minute() -> None:
+    """30 failures a minute: more than an exponential backoff can make (BACKOFF_ATTEMPTS)."""
+    for seed in range(5):
+        runner = quiet_key(seed)
+        first = minute(runner, T0 + 240, [("stuck", True)] * 30)
+        second = minute(runner, T0 + 241, [("stuck", True)] * 30)
+        assert first < 0.8 <= second, (first, second)
