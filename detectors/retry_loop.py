@@ -74,6 +74,9 @@ class RetryLoopDetector(MinuteDetector):
         # EW level of the top request's failures per minute: [sum, weight]; and all failures
         # of top requests ever learnt (how much the level is worth).
         self.level = [0.0, 0.0]
+        # EW sum of the squared top failures per minute (same weight as `level`): failures come
+        # in clumps (a backoff's attempts), and the clump size is the dispersion.
+        self.level_sq = 0.0
         self.failures_seen = 0.0
         # The run: its request; minutes, failures, calls, minutes since the request last came,
         # and the sixths of an alert its minutes may carry (_share).
@@ -108,6 +111,15 @@ class RetryLoopDetector(MinuteDetector):
         floor = 0.5 / max(self.minutes_seen, 1)
         return max(mean, floor) * (1 + 2 / math.sqrt(max(self.failures_seen, 1.0)))
 
+    def _dispersion(self) -> float:
+        """Variance / mean of the top request's failures per minute (≥ 1): a backoff's three to
+        five attempts arrive together, so its failures count as one clump, not five."""
+        total, weight = self.level
+        if weight <= 0 or total <= 0:
+            return 1.0
+        mean = total / weight
+        return max(1.0, (self.level_sq / weight - mean * mean) / mean)
+
     def _next_run(self, window: MinuteWindow) -> tuple[str | None, list[int], int, int]:
         """The run after this minute, and the run request's (calls, errors) in it."""
         minute = self.counts.get(window.minute, {})
@@ -118,7 +130,13 @@ class RetryLoopDetector(MinuteDetector):
             calls and key is not None and errors >= most
         ):  # the run's request again (a success among the
             # failures of a loop is part of the loop; `min_error_share` judges the run)
-            run = [run[0] + 1 + run[3], run[1] + errors, run[2] + calls, 0, run[4] + _share(errors)]
+            run = [
+                run[0] + 1 + run[3],
+                run[1] + errors,
+                run[2] + calls,
+                0,
+                run[4] + (_share(errors) if errors else 0),
+            ]
         elif not calls and key is not None and run[3] < GAP_MINUTES and most <= run[1] / run[0]:
             # a gap, unless another request fails more than the run does per minute
             run = [run[0], run[1], run[2], run[3] + 1, run[4]]
@@ -137,7 +155,8 @@ class RetryLoopDetector(MinuteDetector):
         expected = self._expected() * minutes
         if failures <= expected:
             return 0.0
-        glr = failures * math.log(failures / expected) - (failures - expected)
+        phi = self._dispersion()  # judged in clumps: an over-dispersed Poisson ratio
+        glr = (failures * math.log(failures / expected) - (failures - expected)) / phi
         # Each minute adds at most its share of an alert (in sixths, see _share).
         return min(glr, self.config.alert_evidence / 6 * present)
 
@@ -159,6 +178,7 @@ class RetryLoopDetector(MinuteDetector):
             "run_failures": failures,
             "error_share": round(failures / run_calls, 3) if run_calls else 0.0,
             "usual_failures_per_min": round(self._expected(), 4),
+            "dispersion": round(self._dispersion(), 2),
             "evidence": round(s, 2),
         }
         reason = ""
@@ -180,6 +200,7 @@ class RetryLoopDetector(MinuteDetector):
         if not (anomalous or building):
             keep = 1.0 - 2.0 / (self.config.level_span_minutes + 1)
             self.level = [self.level[0] * keep + top, self.level[1] * keep + 1.0]
+            self.level_sq = self.level_sq * keep + top * top
             self.failures_seen += top
             self.minutes_seen += 1
         self.counts.pop(window.minute, None)
@@ -193,6 +214,7 @@ class RetryLoopDetector(MinuteDetector):
             "counts": {str(m): v for m, v in self.counts.items()},
             "minutes_seen": self.minutes_seen,
             "level": self.level,
+            "level_sq": self.level_sq,
             "failures_seen": self.failures_seen,
             "run_key": self.run_key,
             "run": self.run,
@@ -208,6 +230,7 @@ class RetryLoopDetector(MinuteDetector):
             return detector  # a rate-threshold checkpoint (before issue 10): relearn the level
         detector.minutes_seen = int(state["minutes_seen"])
         detector.level = [float(x) for x in state["level"]]
+        detector.level_sq = float(state.get("level_sq", 0.0))
         detector.failures_seen = float(state["failures_seen"])
         detector.run_key = state["run_key"]
         detector.run = [int(x) for x in state["run"]]

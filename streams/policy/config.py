@@ -51,7 +51,7 @@ class RampParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min_ratio: float = Field(default=3.0, gt=1.2, le=100)
+    min_ratio: float = Field(default=4.0, gt=1.2, le=100)
     alert_z: float = Field(default=6.0, ge=2, le=50)
 
 
