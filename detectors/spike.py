@@ -53,6 +53,7 @@ from meterguard.detectors.base import MinuteDetector, Verdict
 from meterguard.detectors.features import IdentityContext, MinuteWindow
 from meterguard.detectors.rate_state import RECENT, SLOTS, MetricState
 from meterguard.detectors.robust import ratio_to_score
+from meterguard.detectors.spike_evidence import Expected, Step, describe, ratio_of
 
 METRICS = ("calls", "tokens", "cost_usd")
 EVIDENCE_CEILING = 3.0  # x alert_evidence: scores 0.97
@@ -69,7 +70,6 @@ PENDING_MINUTES = 3
 # or a quiet key's runaway raises its own expectation by a third before HOLD_EVIDENCE.
 RISING_EVIDENCE = 0.25
 STATE_VERSION = 2
-UNITS = {"calls": "calls/min", "tokens": "tokens/min", "cost_usd": "USD/min"}
 
 
 @dataclass(frozen=True)
@@ -100,34 +100,6 @@ class SpikeConfig:
         return (self.min_ratio, self.min_ratio**2, self.min_ratio**3)
 
 
-@dataclass(frozen=True)
-class _Expected:
-    """What one metric's minute should look like, and how lumpy it is."""
-
-    mean: float  # expected value this minute (natural units)
-    phi: float  # variance / mean: units of one independent arrival
-    level: float = 0.0  # the expectation without the minute-of-hour schedule
-    arrivals: float = 0.0  # independent arrivals in an ordinary minute (learnt dispersion)
-
-    @property
-    def scheduled(self) -> bool:
-        """The minute-of-hour schedule raised the expectation."""
-        return self.mean > self.level
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One minute's effect on a metric's evidence (computed once, used to score and learn)."""
-
-    value: float
-    expected: _Expected
-    cusum: list[list[float]]
-    score: float
-    detail: dict[str, Any]
-    hold: bool  # a rise is building: keep this minute out of the baseline
-    rising: bool = False  # a rise may be starting: keep this minute out of the level
-
-
 class SpikeDetector(MinuteDetector):
     name = "spike"
 
@@ -136,7 +108,7 @@ class SpikeDetector(MinuteDetector):
         self.metrics = {m: MetricState(len(self.config.bank)) for m in METRICS}
         self.minutes_seen = 0
         self.peer_rates: dict[str, float] = {}
-        self._pending: tuple[MinuteWindow, dict[str, _Step]] | None = None
+        self._pending: tuple[MinuteWindow, dict[str, Step]] | None = None
 
     def configure(self, context: IdentityContext) -> None:
         params = context.detector_params.get(self.name)
@@ -153,11 +125,11 @@ class SpikeDetector(MinuteDetector):
         score = steps[metric].score if metric else 0.0
         evidence: dict[str, Any] = {"metric": metric if score > 0 else ""}
         evidence.update({m: s.detail for m, s in steps.items()})
-        reason = _describe(metric, steps[metric].detail, cold) if score > 0 else ""
+        reason = describe(metric, steps[metric].detail, cold) if score > 0 else ""
         excess = {m: max(0.0, s.value - s.expected.mean) for m, s in steps.items()}
         return Verdict(score=score, evidence=evidence, reason=reason, cold=cold, excess=excess)
 
-    def _steps(self, window: MinuteWindow) -> dict[str, _Step]:
+    def _steps(self, window: MinuteWindow) -> dict[str, Step]:
         if self._pending is not None and self._pending[0] == window:
             return self._pending[1]
         cfg = self.config
@@ -196,14 +168,14 @@ class SpikeDetector(MinuteDetector):
         self._pending = (window, steps)
         return steps
 
-    def _expected(self, metric: str, window: MinuteWindow) -> _Expected | None:
+    def _expected(self, metric: str, window: MinuteWindow) -> Expected | None:
         cfg, state = self.config, self.metrics[metric]
         if self.minutes_seen < cfg.warmup_minutes:
             peer = self.peer_rates.get(metric)
             peer_phi = self.peer_rates.get(f"{metric}_phi", 1.0)
-            return _Expected(peer, max(peer_phi, 1e-12), peer) if peer else None
+            return Expected(peer, max(peer_phi, 1e-12), peer) if peer else None
         calls = self.metrics["calls"]
-        per_call = 1.0 if metric == "calls" else _ratio(state.prior.mean, calls.prior.mean)
+        per_call = 1.0 if metric == "calls" else ratio_of(state.prior.mean, calls.prior.mean)
         if not per_call or not math.isfinite(per_call):
             return None  # never seen in this metric (e.g. calls without tokens): no yardstick
         # Half a call over the identity's whole history (Jeffreys), in this metric's units.
@@ -230,7 +202,7 @@ class SpikeDetector(MinuteDetector):
             # Sizes vary at least like an exponential's (CV 1: E[t²]/E[t] = 2 E[t]) until the
             # identity's own minutes show more: prompt and completion sizes are heavy-tailed,
             # and a short history underestimates a heavy tail.
-            lump = max(2 * per_call, _ratio(state.per_call_sq.mean, state.per_call.mean) or 0.0)
+            lump = max(2 * per_call, ratio_of(state.per_call_sq.mean, state.per_call.mean) or 0.0)
         phi = max(lump, state.var.mean / mean) if mean > 0 else lump
         # A dispersion learnt from N independent arrivals is known to about ±√(2/N) (the
         # spread of a sample variance): judge against its upper end, two standard errors. A
@@ -248,11 +220,11 @@ class SpikeDetector(MinuteDetector):
         if state.var.mean > 0:
             rho = min(max(state.cov.mean / state.var.mean, 0.0), 0.9)
             inflate *= 1 + 2 * rho
-        return _Expected(mean, phi * inflate, level, mean / phi)
+        return Expected(mean, phi * inflate, level, mean / phi)
 
     def _step(
-        self, metric: str, value: float, expected: _Expected, cap: float, recent: int, cold: bool
-    ) -> _Step:
+        self, metric: str, value: float, expected: Expected, cap: float, recent: int, cold: bool
+    ) -> Step:
         cfg, state = self.config, self.metrics[metric]
         x, mu = value / expected.phi, expected.mean / expected.phi
         cusum = [row[:] for row in state.cusum]
@@ -271,11 +243,11 @@ class SpikeDetector(MinuteDetector):
         s = cusum[0][best]
         half = cfg.alert_evidence / 2
         strength = s * s / (s * s + half * half)
-        run_ratio = _ratio(cusum[1][best], cusum[2][best]) or 0.0
+        run_ratio = ratio_of(cusum[1][best], cusum[2][best]) or 0.0
         start = RECENT - recent + 1  # the minutes before this one that count as recent
         earlier_x = sum(state.recent[0][start:]) if recent > 1 else 0.0
         earlier_mu = sum(state.recent[1][start:]) if recent > 1 else 0.0
-        recent_ratio = _ratio(earlier_x + value, earlier_mu + expected.mean) or 0.0
+        recent_ratio = ratio_of(earlier_x + value, earlier_mu + expected.mean) or 0.0
         ratio = min(run_ratio, recent_ratio)
         # Against peers (a newcomer) the rise must be min_ratio² over the busiest tenth of
         # them: the yardstick is a population whose members differ by orders of magnitude,
@@ -294,7 +266,7 @@ class SpikeDetector(MinuteDetector):
         # little each minute, would leak into its own baseline before it scores.
         hold = s >= HOLD_EVIDENCE * cfg.alert_evidence and run_ratio >= cfg.min_ratio
         rising = s >= RISING_EVIDENCE * cfg.alert_evidence and run_ratio >= cfg.min_ratio
-        return _Step(value, expected, cusum, min(strength, size), detail, hold, rising)
+        return Step(value, expected, cusum, min(strength, size), detail, hold, rising)
 
     # -- learning --------------------------------------------------------------------------
     def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
@@ -384,10 +356,10 @@ class SpikeDetector(MinuteDetector):
         as `IdentityContext.peer_rates` reads them: what a warm identity tells its peers."""
         calls, out = self.metrics["calls"], {}
         for metric, m in self.metrics.items():
-            each = _ratio(m.prior.mean, calls.prior.mean) if metric != "calls" else None
+            each = ratio_of(m.prior.mean, calls.prior.mean) if metric != "calls" else None
             lump = 1.0
             if each and math.isfinite(each):  # as in _expected: tokens, cost come in lumps
-                lump = max(2 * each, _ratio(m.per_call_sq.mean, m.per_call.mean) or 0.0)
+                lump = max(2 * each, ratio_of(m.per_call_sq.mean, m.per_call.mean) or 0.0)
             level = out[metric] = m.level.mean
             out[f"{metric}_phi"] = max(lump, m.var.mean / level) if level > 0 else lump
         return out
@@ -411,24 +383,3 @@ class SpikeDetector(MinuteDetector):
         bank = len(detector.config.bank)
         detector.metrics = {m: MetricState.from_state(state["metrics"][m], bank) for m in METRICS}
         return detector
-
-
-def _ratio(a: float, b: float) -> float | None:
-    if b > 0:
-        return a / b
-    return math.inf if a > 0 else None
-
-
-def _describe(metric: str, detail: dict[str, Any], cold: bool) -> str:
-    unit = UNITS[metric]
-    value, baseline = _fmt(detail["value"]), _fmt(detail["baseline"])
-    ratio = detail["ratio"]
-    times = f"{ratio:.1f}x" if math.isfinite(ratio) else "from nothing"
-    against = "its peers' rate" if cold else "baseline"
-    return f"{metric} {value} {unit} vs {against} {baseline} ({times}, sustained)"
-
-
-def _fmt(value: float) -> str:
-    if value >= 100 or float(value).is_integer():
-        return f"{value:,.0f}"
-    return f"{value:.2f}"
