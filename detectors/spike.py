@@ -249,7 +249,7 @@ class SpikeDetector(MinuteDetector):
         earlier_mu = sum(state.recent[1][start:]) if recent > 1 else 0.0
         recent_ratio = ratio_of(earlier_x + value, earlier_mu + expected.mean) or 0.0
         ratio = min(run_ratio, recent_ratio)
-        # Against peers (a newcomer) the rise must be min_ratio² over the busiest tenth of
+        # Against peers (a newcomer) the rise must be min_ratio² over the busiest of
         # them: the yardstick is a population whose members differ by orders of magnitude,
         # not the identity's own history.
         needed = cfg.min_ratio**2 if cold else cfg.min_ratio

@@ -30,9 +30,9 @@ from redis.typing import EncodableT, FieldT
 
 from meterguard.streams.store.keys import KeyLayout, StoreConfig, text
 
-# Peers read per group and batch. Why 1,000: the 90th percentile of 1,000 peers is known to
-# within about one percentile point (binomial: sqrt(0.9 x 0.1 / 1000)); more peers would not
-# sharpen the yardstick, only grow the reply (~80 bytes each) on every batch with a newcomer.
+# Peers read per group and batch. Why 1,000: a team's busiest among 1,000 identities is its
+# busy end for any practical purpose; more would only grow the reply (~80 bytes each) on
+# every batch with a newcomer.
 MAX_PEERS = 1000
 # The packed value's figures after the minute, in order: the spike detector's per-minute level
 # of each metric and its dispersion (IdentityContext.peer_rates' names).

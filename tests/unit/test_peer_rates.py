@@ -35,16 +35,15 @@ def levels(calls: float, phi: float = 1.0, tokens_per_call: float = 500.0) -> Pe
     return PeerLevels(T0, rates)
 
 
-def test_the_yardstick_is_the_90th_percentile_of_the_peers_levels_and_dispersions() -> None:
+def test_the_yardstick_is_the_busiest_peers_level_and_dispersion() -> None:
     peers = {f"svc-{i}": levels(calls=i, phi=1.0 + i / 10) for i in range(1, 11)}
     rates = peer_rates(peers, "newcomer")
     assert rates is not None
-    assert QUANTILE == 0.9
-    # Linear interpolation between order statistics: rank 0.9 x 9 = 8.1 of 1..10.
-    assert rates["calls"] == pytest.approx(9.1)
-    assert rates["calls_phi"] == pytest.approx(1.91)
-    assert rates["tokens"] == pytest.approx(9.1 * 500)
-    assert rates["cost_usd"] == pytest.approx(9.1 * 0.0004)
+    assert QUANTILE == 1.0
+    assert rates["calls"] == pytest.approx(10)
+    assert rates["calls_phi"] == pytest.approx(2.0)
+    assert rates["tokens"] == pytest.approx(10 * 500)
+    assert rates["cost_usd"] == pytest.approx(10 * 0.0004)
     assert rates["tokens_phi"] == pytest.approx(1000)
     # Not the median: one big newcomer is judged against the busy end of its team.
     assert rates["calls"] > float(np.median([lv.rates["calls"] for lv in peers.values()]))
