@@ -1,10 +1,10 @@
 """Raw message bytes -> MeteringEvents and DeadLetters. Never raises: bad input is data.
 
 `decode` reads one native message (one event or one dead letter). `decode_message` reads a
-message in any input format (streams/decoding/formats: native, CloudEvents, OTLP GenAI spans, OpenAI
-responses, LiteLLM spend logs), which may carry many records: every record is validated by
-the same rules as native input (size, counts, printable identity, future skew) and becomes
-an event or a dead letter of its own.
+message in any input format (streams/decoding/formats: native, CloudEvents, OTLP GenAI spans in
+JSON or protobuf, OpenAI responses, LiteLLM spend logs), which may carry many records: every
+record is validated by the same rules as native input (size, counts, printable identity,
+future skew) and becomes an event or a dead letter of its own.
 
 Pure: the caller passes `ingest_time` (the worker's clock, or the file's for replay).
 """
@@ -25,12 +25,15 @@ from meterguard.streams.decoding.formats import (
     CLOUDEVENTS_BINARY,
     DEFAULT_MAPPING,
     NATIVE,
+    OTLP,
+    OTLP_PROTOBUF,
     UNKNOWN,
     MappingConfig,
     RawHeaders,
     by_content,
     by_headers,
     normalise,
+    otlp_proto,
     read_headers,
 )
 from meterguard.streams.decoding.formats.cloudevents import binary as cloudevents_binary
@@ -156,6 +159,14 @@ def _decode_message(
         return refuse("oversize", f"message is {len(raw)} bytes, limit {MAX_MESSAGE_BYTES}")
     if fmt == CLOUDEVENTS_BINARY:
         found = cloudevents_binary(raw, mapping, readable)
+    elif fmt == OTLP_PROTOBUF:  # the header said protobuf
+        try:
+            found = normalise(OTLP, otlp_proto.read(raw), raw, mapping, readable)
+        except otlp_proto.NotOtlp as exc:
+            return refuse("invalid_protobuf", str(exc))
+    elif detected.format in (None, OTLP) and (proto := _otlp_protobuf(raw)) is not None:
+        fmt = OTLP_PROTOBUF
+        found = normalise(OTLP, proto, raw, mapping, readable)
     else:
         try:
             doc = orjson.loads(raw)
@@ -175,6 +186,17 @@ def _decode_message(
             return DecodeResult([_validate(doc, ingest_time, max_future_skew, native_dead)])
         found = normalise(fmt, doc, raw, mapping, readable)
     return _records(found, raw, fmt, ingest_time, origin, max_future_skew, evidence)
+
+
+def _otlp_protobuf(raw: bytes) -> dict[str, Any] | None:
+    """The OTLP/JSON-shaped document of a header-less protobuf export, or None (then the bytes
+    are read as JSON, and its error is the dead letter's)."""
+    if not otlp_proto.may_be_protobuf(raw):
+        return None
+    try:
+        return otlp_proto.read(raw)
+    except otlp_proto.NotOtlp:
+        return None
 
 
 def _records(

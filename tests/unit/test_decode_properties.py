@@ -607,6 +607,7 @@ def test_one_instant_in_every_form_gives_the_same_event_time(moment: datetime) -
 # it is the safety net catching a bug.
 MESSAGE_REASONS = REASONS | {
     "unsupported_format",
+    "invalid_protobuf",
     "empty_message",
     "too_many_records",
     "empty_batch",

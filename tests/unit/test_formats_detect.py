@@ -114,7 +114,6 @@ def test_mg_format_header_beats_content() -> None:
     [
         ({"mg-format": b"avro"}, "mg-format"),
         ({"content-type": b"application/cloudevents+avro"}, "avro"),
-        ({"content-type": b"application/x-protobuf"}, "otlp_json"),
     ],
 )
 def test_formats_we_do_not_read_are_refused_with_a_reason(

@@ -15,6 +15,7 @@ INGEST = datetime(2025, 6, 3, 14, 30, tzinfo=UTC)
 ORIGIN = Origin("metering.raw", 1, 99)
 EXPECTED = {
     "otlp_openai_agent": ("otlp", 3),  # format, ignored records
+    "otlp_sdk_protobuf": ("otlp-protobuf", 1),  # the invoke_agent span
     "cloudevents_structured": ("cloudevents", 0),
     "cloudevents_batch": ("cloudevents-batch", 0),
     "cloudevents_binary": ("cloudevents-binary", 0),

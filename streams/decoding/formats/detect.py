@@ -7,14 +7,17 @@ say anything; the content is only sniffed when they do not. Rules, first match w
    is refused: the producer asked for something we do not read);
 2. header `ce_specversion`: a CloudEvents Kafka binary-mode record (the value is the data);
 3. header `content-type`: `application/cloudevents+json` (structured),
-   `application/cloudevents-batch+json` (batch); other CloudEvents encodings and protobuf
-   (OTLP's default Kafka encoding) are refused with a reason;
-4. content, when it is JSON: an array whose first element has `specversion` is a
+   `application/cloudevents-batch+json` (batch), protobuf (`application/x-protobuf` …: an
+   OTLP trace export); other CloudEvents encodings are refused with a reason;
+4. content that does not start with `{` or `[` (after whitespace) and reads as an OTLP
+   protobuf trace export -> OTLP (the Collector's Kafka exporter sends `otlp_proto` with no
+   header at all);
+5. content, when it is JSON: an array whose first element has `specversion` is a
    CloudEvents batch; an object with `event_id` is native (so native input never changes
    meaning); `resourceSpans` -> OTLP traces; `specversion` -> CloudEvents structured;
    `startTime` with `request_id` or `response_cost` -> a LiteLLM spend-log row or standard
    logging payload; `id`, `model` and a `usage` object -> an OpenAI-style response;
-5. anything else is read as native (which dead-letters what is not a native event).
+6. anything else is read as native (which dead-letters what is not a native event).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ CLOUDEVENTS = "cloudevents"
 CLOUDEVENTS_BATCH = "cloudevents-batch"
 CLOUDEVENTS_BINARY = "cloudevents-binary"
 OTLP = "otlp"
+OTLP_PROTOBUF = "otlp-protobuf"  # the same traces, protobuf-encoded (formats/otlp_proto.py)
 OPENAI = "openai"
 LITELLM = "litellm"
 UNKNOWN = "unknown"  # the content could not be parsed, and no header said what it was
@@ -62,7 +66,7 @@ def by_headers(headers: Headers) -> Detected:
     if content_type.startswith(("application/cloudevents+", "application/cloudevents-batch+")):
         return Detected(CLOUDEVENTS, f"CloudEvents encoding {content_type!r} is not read")
     if content_type in _PROTOBUF:
-        return Detected(UNKNOWN, f"{content_type} is not read: export OTLP as JSON (otlp_json)")
+        return Detected(OTLP_PROTOBUF)
     return Detected(None)
 
 
