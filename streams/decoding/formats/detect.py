@@ -5,7 +5,9 @@ say anything; the content is only sniffed when they do not. Rules, first match w
 
 1. header `mg-format`: `native`, `cloudevents`, `otlp`, `openai` or `litellm` (anything else
    is refused: the producer asked for something we do not read);
-2. header `ce_specversion`: a CloudEvents Kafka binary-mode record (the value is the data);
+2. header `ce_specversion` without a `content-type` starting `application/cloudevents`: a
+   CloudEvents Kafka binary-mode record (the value is the data). The content-type decides the
+   mode (Kafka protocol binding §3): a structured event may carry `ce_*` headers too;
 3. header `content-type`: `application/cloudevents+json` (structured),
    `application/cloudevents-batch+json` (batch), protobuf (`application/x-protobuf` …: an
    OTLP trace export); other CloudEvents encodings are refused with a reason;
@@ -38,6 +40,7 @@ LITELLM = "litellm"
 UNKNOWN = "unknown"  # the content could not be parsed, and no header said what it was
 
 _NAMED = {NATIVE, CLOUDEVENTS, OTLP, OPENAI, LITELLM}
+_CE_STRUCTURED = "application/cloudevents"  # + "+json", "-batch+json", ... (binding §3)
 _PROTOBUF = {"application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf"}
 
 
@@ -53,12 +56,15 @@ def by_headers(headers: Headers) -> Detected:
         name = named.strip().lower()
         if name not in _NAMED:
             return Detected(UNKNOWN, f"mg-format header {named[:64]!r} names no known format")
-        if name == CLOUDEVENTS and "ce_specversion" in headers:
+        structured = _media_type(headers.get("content-type", "")).startswith(_CE_STRUCTURED)
+        if name == CLOUDEVENTS and "ce_specversion" in headers and not structured:
             return Detected(CLOUDEVENTS_BINARY)
         return Detected(name)  # cloudevents: the content says structured (object) or batch
-    if "ce_specversion" in headers:
-        return Detected(CLOUDEVENTS_BINARY)
     content_type = _media_type(headers.get("content-type", ""))
+    # Kafka binding §3: content-type decides the mode. A structured (or batch) message may also
+    # carry the ce_* headers (§3.3.3); only without a cloudevents content-type are they binary.
+    if "ce_specversion" in headers and not content_type.startswith(_CE_STRUCTURED):
+        return Detected(CLOUDEVENTS_BINARY)
     if content_type == "application/cloudevents+json":
         return Detected(CLOUDEVENTS)
     if content_type == "application/cloudevents-batch+json":
