@@ -65,6 +65,8 @@ def normalise(
         return cloudevents.structured(doc, raw, mapping, headers)
     if fmt == CLOUDEVENTS_BATCH:
         return cloudevents.batch(doc, raw, mapping, headers)
+    if fmt == LITELLM and isinstance(doc, list):  # the generic_api logger's json_array
+        return litellm_spend.normalise(doc, raw, mapping.litellm, headers)
     if not isinstance(doc, dict):
         return Normalised([Record(raw, reason="not_an_object", error=f"{fmt}: not an object")])
     if fmt == OTLP:

@@ -11,12 +11,12 @@ say anything; the content is only sniffed when they do not. Rules, first match w
 3. header `content-type`: `application/cloudevents+json` (structured),
    `application/cloudevents-batch+json` (batch), protobuf (`application/x-protobuf` …: an
    OTLP trace export); other CloudEvents encodings are refused with a reason;
-4. content that does not start with `{` or `[` (after whitespace) and reads as an OTLP
-   protobuf trace export -> OTLP (the Collector's Kafka exporter sends `otlp_proto` with no
-   header at all);
+4. content that starts with 0x0a, is not JSON and reads as an OTLP protobuf trace export ->
+   OTLP (the Collector's Kafka exporter sends `otlp_proto` with no header at all);
 5. content, when it is JSON: an array whose first element has `specversion` is a
-   CloudEvents batch; an object with `event_id` is native (so native input never changes
-   meaning); `resourceSpans` -> OTLP traces; `specversion` -> CloudEvents structured;
+   CloudEvents batch, one whose first element is a LiteLLM payload a `generic_api` batch;
+   an object with `event_id` is native (so native input never changes meaning);
+   `resourceSpans` -> OTLP traces; `specversion` -> CloudEvents structured;
    `startTime` with `request_id` or `response_cost` -> a LiteLLM spend-log row or standard
    logging payload; `id`, `model` and a `usage` object -> an OpenAI-style response;
 6. anything else is read as native (which dead-letters what is not a native event).
@@ -84,18 +84,28 @@ def by_content(doc: Any, hint: str | None = None) -> str:
         return hint
     if isinstance(doc, list):
         head = doc[0] if doc else None
-        return CLOUDEVENTS_BATCH if isinstance(head, dict) and "specversion" in head else NATIVE
+        if isinstance(head, dict) and "specversion" in head:
+            return CLOUDEVENTS_BATCH
+        return LITELLM if _litellm(head) else NATIVE
     if not isinstance(doc, dict) or "event_id" in doc:
         return NATIVE
     if "resourceSpans" in doc:
         return OTLP
     if "specversion" in doc:
         return CLOUDEVENTS
-    if "startTime" in doc and ("request_id" in doc or "response_cost" in doc):
+    if _litellm(doc):
         return LITELLM
     if isinstance(doc.get("usage"), dict) and "id" in doc and "model" in doc:
         return OPENAI
     return NATIVE
+
+
+def _litellm(doc: Any) -> bool:
+    return (
+        isinstance(doc, dict)
+        and "startTime" in doc
+        and ("request_id" in doc or "response_cost" in doc)
+    )
 
 
 def _media_type(value: str) -> str:

@@ -14,7 +14,10 @@ Row field (standard logging payload field, where it differs) -> native field:
 - `metadata.additional_usage_values.prompt_tokens_details.cached_tokens`, or
   `metadata.additional_usage_values.cache_read_input_tokens`
   (`metadata.usage_object.prompt_tokens_details.cached_tokens`) -> cached_tokens
-- `status` `failure` -> status error; `metadata.error_information.error_class` -> error_type
+- `status` `failure` -> status error; `error_information.error_class` (standard logging
+  payload), else `metadata.error_information.error_class` (spend-log row) -> error_type
+- a row's `metadata` and `request_tags` are JSON strings (`SpendLogsPayload`): read as objects
+- a JSON array of payloads (the `generic_api` logger's `json_array` body): one record each
 - `request_duration_ms`, else `endTime - startTime` -> latency_ms
 - `mcp_namespaced_tool_name` set -> kind `tool.call`, tool_name
 - `cache_key` (LiteLLM's hash of the request when caching is on) -> request_fingerprint
@@ -25,13 +28,19 @@ non-human identities are end users rather than virtual keys.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+import orjson
 
 from meterguard.streams.decoding.formats.common import (
     Headers,
     Normalised,
+    Record,
     apply_mapping,
+    as_raw,
     build,
+    dead,
     dig,
     pick,
     put,
@@ -48,6 +57,9 @@ _CACHED = (
 )
 
 
+_ERROR_CLASS = ("error_information.error_class", "metadata.error_information.error_class")
+
+
 def looks_like(obj: Any) -> bool:
     return (
         isinstance(obj, dict)
@@ -56,7 +68,22 @@ def looks_like(obj: Any) -> bool:
     )
 
 
+def unpacked(obj: dict[str, Any]) -> dict[str, Any]:
+    """The row with `metadata` and `request_tags` as objects: a spend-log row stores them as
+    JSON *strings* (`SpendLogsPayload.metadata: str  # json str`, written by
+    `get_logging_payload` with `safe_dumps`); the standard logging payload as objects. A
+    string that is not JSON is left as it is (and maps to nothing)."""
+    out = obj
+    for key in ("metadata", "request_tags"):
+        value = obj.get(key)
+        if isinstance(value, str) and value[:1] in ("{", "["):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                out = {**out, key: orjson.loads(value)}
+    return out
+
+
 def translate(obj: dict[str, Any], mapping: LiteLLMMapping, headers: Headers) -> dict[str, Any]:
+    obj = unpacked(obj)
     start, end = utc_if_naive(obj.get("startTime")), utc_if_naive(obj.get("endTime"))
     tool = obj.get("mcp_namespaced_tool_name")
     failed = "failure" in (obj.get("status"), dig(obj, "metadata.status"))
@@ -72,7 +99,9 @@ def translate(obj: dict[str, Any], mapping: LiteLLMMapping, headers: Headers) ->
         output_tokens=obj.get("completion_tokens"),
         cached_tokens=pick(obj, *_CACHED),
         status="error" if failed else None,
-        error_type=dig(obj, "metadata.error_information.error_class") if failed else None,
+        # Top level in the standard logging payload (and present, empty, on success), under
+        # metadata in a spend-log row.
+        error_type=(pick(obj, *_ERROR_CLASS) or None) if failed else None,
         latency_ms=pick(obj, "request_duration_ms") or _elapsed_ms(start, end),
         kind="tool.call" if tool else None,
         tool_name=tool,
@@ -81,13 +110,22 @@ def translate(obj: dict[str, Any], mapping: LiteLLMMapping, headers: Headers) ->
     return apply_mapping(doc, mapping, lambda path: dig(obj, path), headers)
 
 
-def normalise(
-    obj: dict[str, Any], raw: bytes, mapping: LiteLLMMapping, headers: Headers
-) -> Normalised:
-    record = build(
-        raw, lambda: require_identity(translate(obj, mapping, headers), mapping.identity)
-    )
-    return Normalised([record])
+def normalise(obj: Any, raw: bytes, mapping: LiteLLMMapping, headers: Headers) -> Normalised:
+    """One row or payload, or a JSON array of them: the `generic_api` logger's default
+    `json_array` body (`integrations/generic_api/generic_api_callback.py`), one record each."""
+    if isinstance(obj, list):
+        out = Normalised()
+        for item in obj:
+            if not isinstance(item, dict):
+                out.records.append(dead(as_raw(item), "invalid_record", "litellm: not an object"))
+            else:
+                out.records.append(_record(item, as_raw(item), mapping, headers))
+        return out
+    return Normalised([_record(obj, raw, mapping, headers)])
+
+
+def _record(obj: dict[str, Any], raw: bytes, mapping: LiteLLMMapping, headers: Headers) -> Record:
+    return build(raw, lambda: require_identity(translate(obj, mapping, headers), mapping.identity))
 
 
 def _fingerprint(cache_key: Any) -> Any:
