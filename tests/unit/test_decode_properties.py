@@ -608,6 +608,8 @@ def test_one_instant_in_every_form_gives_the_same_event_time(moment: datetime) -
 MESSAGE_REASONS = REASONS | {
     "unsupported_format",
     "invalid_protobuf",
+    "missing_event_id",
+    "missing_event_time",
     "empty_message",
     "too_many_records",
     "empty_batch",

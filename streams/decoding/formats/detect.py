@@ -18,7 +18,8 @@ say anything; the content is only sniffed when they do not. Rules, first match w
    an object with `event_id` is native (so native input never changes meaning);
    `resourceSpans` -> OTLP traces; `specversion` -> CloudEvents structured;
    `startTime` with `request_id` or `response_cost` -> a LiteLLM spend-log row or standard
-   logging payload; `id`, `model` and a `usage` object -> an OpenAI-style response;
+   logging payload; `id` (or `object: list` with `data`: embeddings), `model` and a `usage`
+   object -> an OpenAI-style response;
 6. anything else is read as native (which dead-letters what is not a native event).
 """
 
@@ -95,7 +96,9 @@ def by_content(doc: Any, hint: str | None = None) -> str:
         return CLOUDEVENTS
     if _litellm(doc):
         return LITELLM
-    if isinstance(doc.get("usage"), dict) and "id" in doc and "model" in doc:
+    # A response; an embeddings response (CreateEmbeddingResponse) has no id.
+    embeddings = doc.get("object") == "list" and isinstance(doc.get("data"), list)
+    if isinstance(doc.get("usage"), dict) and "model" in doc and ("id" in doc or embeddings):
         return OPENAI
     return NATIVE
 

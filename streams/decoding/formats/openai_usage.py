@@ -1,9 +1,12 @@
 """OpenAI-style responses (chat completions, responses, text completions) -> native documents.
 
-- `id` -> event_id
-- `created` (chat, epoch seconds), else `created_at` (responses API) -> event_time
+- header `mg-event-id`, else `id` -> event_id (an embeddings response has no id: without the
+  header it is a dead letter `missing_event_id` that says so)
+- header `mg-event-time`, else `created` (chat, epoch seconds), else `created_at` (responses
+  API) -> event_time (none: `missing_event_time`)
 - `model` (the resolved model the provider answered with) -> model
-- `object`: `chat.completion` and `response` -> operation `chat`; `text_completion` -> same
+- `object`: `chat.completion` and `response` -> operation `chat`; `text_completion` -> same;
+  `list` with `data` (`CreateEmbeddingResponse`) -> `embeddings`
 - `usage.prompt_tokens`, else `usage.input_tokens` -> input_tokens
 - `usage.completion_tokens`, else `usage.output_tokens` -> output_tokens
 - `usage.prompt_tokens_details.cached_tokens`, else `usage.input_tokens_details.cached_tokens`
@@ -46,14 +49,36 @@ def translate(obj: dict[str, Any], mapping: OpenAIMapping, headers: Headers) -> 
         raise Unusable("invalid_event", "usage: expected an object")
     created = obj.get("created")
     kind = obj.get("object")
+    embeddings = kind == "list" and isinstance(obj.get("data"), list)
+    event_id = headers.get("mg-event-id") or obj.get("id")
+    if not event_id:
+        what = "an embeddings response" if embeddings else "the response"
+        raise Unusable(
+            "missing_event_id",
+            f"{what} carries no id (OpenAI's CreateEmbeddingResponse has none): the gateway "
+            "must send the request's id in Kafka header mg-event-id",
+        )
+    event_time = headers.get("mg-event-time") or (
+        created if created is not None else obj.get("created_at")
+    )
+    if event_time is None:
+        raise Unusable(
+            "missing_event_time",
+            "the response carries no created time: the gateway must send header mg-event-time "
+            "(RFC 3339 or epoch seconds)",
+        )
     error = obj.get("error")
     failed = isinstance(error, dict) or obj.get("status") == "failed"
     doc = put(
         {},
-        event_id=obj.get("id"),
-        event_time=created if created is not None else obj.get("created_at"),
+        event_id=event_id,
+        event_time=event_time,
         model=obj.get("model"),
-        operation=_OPERATIONS.get(kind) if isinstance(kind, str) else None,
+        operation="embeddings"
+        if embeddings
+        else _OPERATIONS.get(kind)
+        if isinstance(kind, str)
+        else None,
         input_tokens=pick(usage, "prompt_tokens", "input_tokens"),
         output_tokens=pick(usage, "completion_tokens", "output_tokens"),
         cached_tokens=pick(
