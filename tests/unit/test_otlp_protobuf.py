@@ -151,3 +151,35 @@ def test_unreadable_bytes_are_dead_lettered_with_a_reason(value, headers, reason
     assert isinstance(letter, DeadLetter)
     assert letter.reason == reason
     assert letter.raw_encoding in ("text", "base64")  # nothing is lost
+
+
+def test_wrapper_and_memory_operations_are_ignored_and_a_remote_agent_call_is_counted() -> None:
+    """GenAI semantic conventions: invoke_workflow (may carry the aggregate), plan and memory
+    operations are not model calls; invoke_agent is INTERNAL in-process (its children carry
+    the usage) but CLIENT for a remote agent, whose usage only that span reports."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "orchestrator"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    usage = {"gen_ai.usage.input_tokens": 900, "gen_ai.usage.output_tokens": 300}
+    workflow = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.agent.name": "flow", **usage}
+    with tracer.start_as_current_span("invoke_workflow flow", attributes=workflow):
+        for op in ("plan", "search_memory", "create_memory"):
+            with tracer.start_as_current_span(op, attributes={"gen_ai.operation.name": op}):
+                pass
+        local = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "local", **usage}
+        with tracer.start_as_current_span("invoke_agent local", attributes=local):
+            pass
+        remote = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "remote", **usage}
+        with tracer.start_as_current_span(
+            "invoke_agent remote", kind=SpanKind.CLIENT, attributes=remote
+        ):
+            pass
+    provider.shutdown()
+    value = encode_spans(exporter.get_finished_spans()).SerializeToString()
+    result = decode_message(value, [], INGEST)
+    assert result.dead_letters == []
+    assert result.ignored == 5  # workflow, plan, two memory operations, the local agent
+    (event,) = result.events
+    assert (event.identity, event.operation) == ("remote", "invoke_agent")
+    assert (event.input_tokens, event.output_tokens) == (900, 300)

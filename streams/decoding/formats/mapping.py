@@ -91,9 +91,27 @@ class OtlpMapping(FormatMapping):
         "deployment.environment",
     )
     cost_usd: PathList = ("gen_ai.usage.cost",)
-    # Agent and workflow spans wrap the model calls they make and often repeat their children's
-    # usage: counting them too would double every token and call.
-    ignore_operations: frozenset[str] = frozenset({"invoke_agent", "create_agent"})
+    # Agent, workflow and planning spans wrap the model calls they make and often repeat their
+    # children's usage (invoke_workflow may carry the aggregate): counting them too would double
+    # every token and call. Memory operations are vector-store calls, not model calls. The
+    # GenAI semantic conventions' operation names (semantic-conventions-genai
+    # model/gen-ai/registry.yaml). Exception, in otlp.py: an invoke_agent CLIENT span with
+    # gen_ai.usage.* is a call to a *remote* agent, whose own spans we never see: counted.
+    ignore_operations: frozenset[str] = frozenset(
+        {
+            "invoke_agent",
+            "create_agent",
+            "invoke_workflow",
+            "plan",
+            "search_memory",
+            "create_memory",
+            "update_memory",
+            "upsert_memory",
+            "delete_memory",
+            "create_memory_store",
+            "delete_memory_store",
+        }
+    )
 
 
 class OpenAIMapping(FormatMapping):

@@ -1,8 +1,10 @@
 """OpenTelemetry GenAI spans in OTLP/JSON (`resourceSpans`) -> one native document per call.
 
 A span is a metering record when it carries any `gen_ai.*` attribute and its
-`gen_ai.operation.name` is not one the mapping ignores (agent spans by default: they wrap,
-and often repeat, their children's usage). Other spans (HTTP, DB, app code) are counted as
+`gen_ai.operation.name` is not one the mapping ignores (by default agent, workflow, planning
+and memory spans: they wrap, and often repeat, their children's usage, or call no model),
+except an `invoke_agent` CLIENT span with `gen_ai.usage.*`: a remote agent's call, counted.
+Other spans (HTTP, DB, app code) are counted as
 `ignored`, not dead letters. A GenAI span that cannot be used (bad ids or time, no identity)
 is a dead letter of its own, with the span's JSON as raw; its siblings are unaffected.
 
@@ -89,11 +91,25 @@ def normalise(
     }
     for span, attrs, resource in spans:
         genai = any(key.startswith("gen_ai.") for key in attrs)
-        if not genai or attrs.get("gen_ai.operation.name") in mapping.ignore_operations:
+        if not genai or (_ignored(span, attrs, mapping) and not _remote_agent_call(span, attrs)):
             out.ignored += 1
         else:
             out.records.append(_span_record(span, attrs, resource, by_id, mapping, headers))
     return out
+
+
+def _ignored(span: dict[str, Any], attrs: Attrs, mapping: OtlpMapping) -> bool:
+    return attrs.get("gen_ai.operation.name") in mapping.ignore_operations
+
+
+def _remote_agent_call(span: dict[str, Any], attrs: Attrs) -> bool:
+    """An invoke_agent CLIENT span (kind 3) with usage: the call to a remote agent, the only
+    record of what it spent (GenAI agent spans: CLIENT for remote agents, INTERNAL in-process)."""
+    return (
+        attrs.get("gen_ai.operation.name") == "invoke_agent"
+        and span.get("kind") in (3, "3", "SPAN_KIND_CLIENT")
+        and any(key.startswith("gen_ai.usage.") for key in attrs)
+    )
 
 
 def _span_record(
