@@ -33,9 +33,12 @@ def identity_from_headers(scope: Scope) -> str | None:
     The header must be set by a trusted hop (the auth layer in front), which strips any
     value a caller sent: a caller who can name itself can dodge its own throttle.
     The key id is the part before the first `.` of `<key id>.<secret>` tokens; any other
-    token is named `key-<sha256 prefix>`, so the secret never becomes an identity that is
-    logged, shown on the dashboard or echoed in a 429 body. Producers of metering events
-    must name the identity the same way.
+    token is named by the SHA-256 hex of the whole token, so the secret never becomes an
+    identity that is logged, shown on the dashboard or echoed in a 429 body. That is LiteLLM's
+    name for a virtual key too (`hash_token`, litellm/proxy/utils.py: the spend log's
+    `api_key`, `user_api_key_hash`), so a key the gateway throttles is the key LiteLLM's
+    spend logs meter (README "Identity of an API key"). Producers of metering events must
+    name the identity the same way.
     """
     headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
     named = headers.get(IDENTITY_HEADER, b"").decode("latin-1").strip()
@@ -48,7 +51,7 @@ def identity_from_headers(scope: Scope) -> str | None:
     key_id, dot, _secret = token.partition(".")
     if dot and key_id:
         return key_id
-    return "key-" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class ThrottleMiddleware:
