@@ -10,14 +10,12 @@ import aiohttp
 import orjson
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from meterguard.streams.web.ingest import MAX_BODY_BYTES
+from tests.support.otel_sdk import capturing_tracer
 from tests.support.polling import eventually
 from tests.support.worker_process import Worker, read_topics, start_worker
 
@@ -86,10 +84,7 @@ async def test_refusals(worker, headers, body, status):
 
 
 async def test_the_real_otlp_http_exporter_sends_straight_to_the_worker(worker):
-    captured = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "otlp-http-svc"}))
-    provider.add_span_processor(SimpleSpanProcessor(captured))
-    tracer = provider.get_tracer("test")
+    provider, captured, tracer = capturing_tracer("otlp-http-svc")
     agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "http-agent"}
     with tracer.start_as_current_span("invoke_agent http-agent", attributes=agent):
         for i in range(2):

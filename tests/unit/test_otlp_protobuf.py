@@ -15,25 +15,20 @@ import orjson
 import pytest
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from meterguard.models import DeadLetter, MeteringEvent
 from meterguard.streams.decoding.decode import decode_message
 from meterguard.streams.decoding.formats import OTLP_PROTOBUF
+from tests.support.otel_sdk import capturing_tracer
 
 INGEST = datetime.now(UTC) + timedelta(minutes=1)
 
 
 def sdk_spans() -> list[ReadableSpan]:
     """An agent run: invoke_agent (in-process) around two chat calls, one failing."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "support-svc"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("test")
+    provider, exporter, tracer = capturing_tracer("support-svc")
     agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support-agent"}
     with tracer.start_as_current_span("invoke_agent support-agent", attributes=agent):
         for i, failed in enumerate((False, True)):
@@ -157,10 +152,7 @@ def test_wrapper_and_memory_operations_are_ignored_and_a_remote_agent_call_is_co
     """GenAI semantic conventions: invoke_workflow (may carry the aggregate), plan and memory
     operations are not model calls; invoke_agent is INTERNAL in-process (its children carry
     the usage) but CLIENT for a remote agent, whose usage only that span reports."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "orchestrator"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("test")
+    provider, exporter, tracer = capturing_tracer("orchestrator")
     usage = {"gen_ai.usage.input_tokens": 900, "gen_ai.usage.output_tokens": 300}
     workflow = {"gen_ai.operation.name": "invoke_workflow", "gen_ai.agent.name": "flow", **usage}
     with tracer.start_as_current_span("invoke_workflow flow", attributes=workflow):
