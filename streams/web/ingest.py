@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
+
 from meterguard.streams.decoding.decode import MAX_MESSAGE_BYTES, decode_message
 
 # The request headers that mean something to the decoder, forwarded as Kafka headers.
@@ -58,7 +60,7 @@ def plan(body: bytes, request_headers: Mapping[str, str], now: datetime) -> Inge
     """The messages a body becomes (JSON Lines: one per line; anything else: one) and the
     events and dead letters the worker will make of them. Header names are lower case."""
     headers = kafka_headers(request_headers)
-    if media_type(request_headers.get("content-type")) in JSON_LINES:
+    if media_type(request_headers.get("content-type")) in JSON_LINES or _json_lines(body):
         lines = [line for line in body.splitlines() if line.strip()]
         # Each line is a message of its own, read by content (its type is not JSON Lines).
         headers = [(k, v) for k, v in headers if k != "content-type"]
@@ -71,3 +73,23 @@ def plan(body: bytes, request_headers: Mapping[str, str], now: datetime) -> Inge
         accepted += len(result.events)
         dead += len(result.dead_letters)
     return Ingest(messages, accepted, dead)
+
+
+def _json_lines(body: bytes) -> bool:
+    """JSON Lines sent as application/json (LiteLLM's generic_api logger with `log_format:
+    ndjson` keeps `Content-Type: application/json`): not one JSON document, but every
+    non-empty line is one."""
+    lines = [line for line in body.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        orjson.loads(body)
+        return False
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        for line in lines:
+            orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True

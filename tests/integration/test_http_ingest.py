@@ -4,7 +4,10 @@ proto-http, protobuf), through the broker's metering.raw, to the worker's meteri
 
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -20,6 +23,7 @@ from tests.support.polling import eventually
 from tests.support.worker_process import Worker, read_topics, start_worker
 
 TOKEN = "ingest-test-token"
+PRODUCER = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "http_producer.sh"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -111,3 +115,22 @@ async def test_the_real_otlp_http_exporter_sends_straight_to_the_worker(worker):
         if s.attributes["gen_ai.operation.name"] == "chat"
     }
     assert {e["event_id"]: e["input_tokens"] for e in got} == want
+
+
+async def test_the_documented_http_producer_script_delivers_a_json_lines_file(worker, tmp_path):
+    """deploy/examples/http_producer.sh, run as the README shows it (curl)."""
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        b"".join(orjson.dumps({**native(i), "event_id": f"sh-{i}"}) + b"\n" for i in range(2))
+    )
+    script = PRODUCER
+    env = {**os.environ, "MG_URL": worker.web, "MG_API_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        str(script), str(events), env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert orjson.loads(out) == {"messages": 2, "accepted": 2, "dead_lettered": 0}
+    await worker.wait_counted(7)  # 3 + 2 from the tests above, and these 2
+    ids = {e["event_id"] for e in await events_of(worker)}
+    assert {"sh-0", "sh-1"} <= ids
