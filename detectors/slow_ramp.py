@@ -44,9 +44,10 @@ class RampConfig:
     # short/anchor that scores 0.8 (policy: per environment). Why 4, above spike's 3: a
     # business-hours service's morning rises ~3x within three hours (the classic world's
     # diurnal trap: 3 false ramps at 3, none at 4), and without days of history the detector
-    # cannot tell that rise from a leak. The price, measured on the wide world: a ramp that
-    # grows while the day's rhythm falls ends 3-4x above its history and is missed (15 of 30
-    # caught at 3, 13 at 4). A per-hour-of-day anchor learnt over days is the way out.
+    # cannot tell that rise from a leak. The price, measured on the wide world (offline
+    # harness, three seeds): a ramp that grows while the day's rhythm falls ends 3-4x above
+    # its history and is missed (15 of 30 caught at 3, 13 at 4). A per-hour-of-day anchor
+    # learnt over days is the way out.
     min_ratio: float = 4.0
     # z of the short average over the anchor that scores 0.8. A 20-minute average tested
     # every minute for hours: z = 6 (one-sided p ~ 1e-9) keeps chance crossings negligible

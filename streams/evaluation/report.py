@@ -18,6 +18,7 @@ import orjson
 from rich import box
 from rich.table import Table
 
+from meterguard.detectors.spike import SpikeConfig
 from meterguard.streams.evaluation.bands import (
     FAST_TTD_S,
     QUIET_TTD_S,
@@ -37,7 +38,7 @@ TTD_TARGETS_S: dict[str, float] = {"runaway_agent": FAST_TTD_S, "retry_loop": FA
 FALSE_PER_1000H_TARGET = 0.5
 # An incident is within reach when an oracle's expected evidence over it reaches what an alert
 # needs (spike's alert_evidence, policy default): streams/simulation/detectability.py.
-ORACLE_REACH_NATS = 14.0
+ORACLE_REACH_NATS = SpikeConfig().alert_evidence
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,14 @@ class Report:
             return []
 
         def row(kind: str | None, outcomes: list[IncidentOutcome]) -> ReachRow:
-            within = [o for o in outcomes if o.details["oracle_nats"] >= ORACLE_REACH_NATS]
-            beyond = [o for o in outcomes if o not in within]
+            reach = [o.details["oracle_nats"] >= ORACLE_REACH_NATS for o in outcomes]
+            caught = [o.ttd_s is not None for o in outcomes]
             return ReachRow(
                 kind,
                 len(outcomes),
-                len(within),
-                sum(o.ttd_s is not None for o in within),
-                sum(o.ttd_s is not None for o in beyond),
+                sum(reach),
+                sum(r and c for r, c in zip(reach, caught, strict=True)),
+                sum(c and not r for r, c in zip(reach, caught, strict=True)),
             )
 
         kinds = list(dict.fromkeys(o.incident.kind for o in known))
