@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     dedupe_horizon_s: int = Field(default=48 * 3600, ge=60)
     window_minutes: int = Field(default=24 * 60, ge=10)
     max_future_skew_s: int = Field(default=300, ge=0)
+    # How long an OTLP span waits for the ancestor span that names its agent (exported after
+    # it: the SDK exports a span when it ends, and an agent span ends after its calls;
+    # streams/decoding/trace_attribution.py). The SDK's batch processor exports every 5 s
+    # (OTEL_BSP_SCHEDULE_DELAY), so 60 s covers agent runs up to about 55 s plus a collector
+    # hop; it delays only spans that nothing names yet. 0: never wait (the fallback at once).
+    trace_hold_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds an OTLP span waits for the ancestor span that names its agent",
+    )
     # Faust consumer-group timings: INFRA-NOTES measured ~3-5 s to join with these, ~30 s
     # with Faust's defaults.
     rebalance_timeout_s: float = 3.0

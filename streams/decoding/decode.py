@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from meterguard.streams.decoding.formats import (
 )
 from meterguard.streams.decoding.formats.cloudevents import binary as cloudevents_binary
 from meterguard.streams.decoding.formats.common import Normalised, headers_for_dead_letter
+from meterguard.streams.decoding.trace_attribution import HeldSpan, SpanLink
 
 MAX_MESSAGE_BYTES = 1_048_576
 DEFAULT_MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -105,6 +106,10 @@ class DecodeResult:
     items: list[MeteringEvent | DeadLetter]
     ignored: int = 0
     format: str = NATIVE
+    # OTLP: spans whose identity an ancestor exported later may name, and the export's links
+    # (streams/decoding/trace_attribution.py settles them; they are not in `items`).
+    held: list[HeldSpan] = field(default_factory=list)
+    links: list[SpanLink] = field(default_factory=list)
 
     @property
     def events(self) -> list[MeteringEvent]:
@@ -218,20 +223,24 @@ def _records(
     if not found.records and not found.ignored:
         return DecodeResult([letter(raw, "empty_batch", "the message holds no records")], 0, fmt)
     items: list[MeteringEvent | DeadLetter] = []
+    held: list[HeldSpan] = []
     for record in found.records:
         if record.doc is None:
             items.append(letter(record.raw, record.reason, record.error))
+            continue
+        data = record.raw
+        item = _validate(
+            record.doc,
+            ingest_time,
+            max_future_skew,
+            lambda reason, error, data=data: letter(data, reason, error),  # type: ignore[misc]
+        )
+        if record.held is None or isinstance(item, DeadLetter):
+            items.append(item)
         else:
-            data = record.raw
-            items.append(
-                _validate(
-                    record.doc,
-                    ingest_time,
-                    max_future_skew,
-                    lambda reason, error, data=data: letter(data, reason, error),  # type: ignore[misc]
-                )
-            )
-    return DecodeResult(items, found.ignored, fmt)
+            unnamed = letter(data, "missing_identity", record.unnamed) if record.unnamed else None
+            held.append(HeldSpan(item, record.held[0], record.held[1], unnamed))
+    return DecodeResult(items, found.ignored, fmt, held, found.links)
 
 
 def decode_event_json(raw: bytes) -> MeteringEvent:

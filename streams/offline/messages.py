@@ -3,13 +3,17 @@ into batches, decoded by the worker's decoder.
 
 Both inputs become the same `RawMessage`s and batches count messages (lines or records), so
 the same messages in the same order are cut into the same batches and decode the same way.
-`decode_batch` decodes a batch once, for one replay or for the two of a policy what-if.
+`OfflineDecoder.batch` decodes a batch once, for one replay or for the two of a policy what-if.
+
+OTLP spans held for an ancestor exported later (streams/decoding/trace_attribution.py) wait on
+the data's clock, the latest event time decoded so far, not the wall clock: a replay settles
+them the same way however fast it runs. `finish` settles what still waits at the end.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from meterguard.models import DeadLetter, MeteringEvent
 from meterguard.streams.decoding.decode import DecodeResult, Origin, dead_letter, decode_message
 from meterguard.streams.decoding.formats.mapping import DEFAULT_MAPPING, MappingConfig
 from meterguard.streams.decoding.kcat_envelope import EnvelopeError, read_kcat_line
+from meterguard.streams.decoding.trace_attribution import TraceAttribution
 from meterguard.streams.offline.topic_source import TopicSource
 from meterguard.streams.settings import Settings
 from meterguard.timeutil import from_ms
@@ -42,10 +47,15 @@ class RawMessage:
 class DecodeContext:
     max_future_skew: timedelta
     mapping: MappingConfig = DEFAULT_MAPPING
+    trace_hold: timedelta = timedelta(seconds=60)
 
     @classmethod
     def of(cls, settings: Settings) -> DecodeContext:
-        return cls(timedelta(seconds=settings.max_future_skew_s), settings.mapping)
+        return cls(
+            timedelta(seconds=settings.max_future_skew_s),
+            settings.mapping,
+            timedelta(seconds=settings.trace_hold_s),
+        )
 
 
 def decode_raw(message: RawMessage, ingest_time: datetime, ctx: DecodeContext) -> DecodeResult:
@@ -81,19 +91,50 @@ class DecodedBatch:
     ignored: int
 
 
-def decode_batch(messages: list[RawMessage], now: datetime, ctx: DecodeContext) -> DecodedBatch:
-    events: list[MeteringEvent] = []
-    letters: list[DeadLetter] = []
-    ignored = 0
-    for message in messages:
-        decoded = decode_raw(message, message.ingest_time(now), ctx)
-        ignored += decoded.ignored
+class OfflineDecoder:
+    """decode_raw over a stream of batches, with the held OTLP spans of its traces."""
+
+    def __init__(self, ctx: DecodeContext) -> None:
+        self.ctx = ctx
+        self.traces = TraceAttribution(ctx.trace_hold)
+        self.clock: datetime | None = None  # the latest event time decoded so far
+
+    def message(self, message: RawMessage, now: datetime) -> DecodeResult:
+        """One message's events and dead letters, plus the held spans it settled (its own
+        or earlier messages'); `held` and `links` are consumed here."""
+        decoded = decode_raw(message, message.ingest_time(now), self.ctx)
         for item in decoded.items:
-            if isinstance(item, DeadLetter):
-                letters.append(item)
-            else:
-                events.append(item)
-    return DecodedBatch(len(messages), events, letters, ignored)
+            if isinstance(item, MeteringEvent):
+                self._advance(item.event_time)
+        for span in decoded.held:
+            self._advance(span.event.event_time)
+        if not decoded.held and not decoded.links:
+            return decoded
+        clock = self.clock or now
+        settled = self.traces.admit(decoded.links, decoded.held, clock)
+        settled += self.traces.due(clock)
+        return replace(decoded, items=decoded.items + settled, held=[], links=[])
+
+    def batch(self, messages: list[RawMessage], now: datetime) -> DecodedBatch:
+        # Held spans settle inside `message`, after that message's links: the same points in
+        # the input for replay and reconcile, however the input is cut into batches.
+        decoded = [self.message(message, now) for message in messages]
+        items = [item for d in decoded for item in d.items]
+        return _batch(len(messages), items, sum(d.ignored for d in decoded))
+
+    def finish(self) -> DecodedBatch:
+        """What still waits at the end of the input, settled with what is known."""
+        return _batch(0, self.traces.drain(), 0)
+
+    def _advance(self, when: datetime) -> None:
+        if self.clock is None or when > self.clock:
+            self.clock = when
+
+
+def _batch(messages: int, items: list[MeteringEvent | DeadLetter], ignored: int) -> DecodedBatch:
+    events = [i for i in items if isinstance(i, MeteringEvent)]
+    letters = [i for i in items if isinstance(i, DeadLetter)]
+    return DecodedBatch(messages, events, letters, ignored)
 
 
 def file_batches(

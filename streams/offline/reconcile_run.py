@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from meterguard.detectors.features import MinuteWindow
-from meterguard.models import DeadLetter, utc_now
+from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from meterguard.streams.offline.messages import (
     DecodeContext,
+    OfflineDecoder,
     RawMessage,
-    decode_raw,
     file_batches,
     topic_batches,
 )
@@ -64,30 +64,38 @@ class _Input:
 
     def __init__(self, settings: Settings) -> None:
         self.rules = rules_of(settings)
-        self.ctx = DecodeContext.of(settings)
+        self.decoder = OfflineDecoder(DecodeContext.of(settings))
         self.out = Recomputed({}, Counter())
 
     def add(self, messages: list[RawMessage]) -> None:
         now = utc_now()
         for message in messages:
             self.out.messages += 1
-            decoded = decode_raw(message, message.ingest_time(now), self.ctx)
+            decoded = self.decoder.message(message, now)
             if decoded.ignored:
                 self.out.ignored[decoded.format] += decoded.ignored
-            for item in decoded.items:
-                if isinstance(item, DeadLetter):
-                    self.out.dead_letters[item.reason] += 1
-                    continue
-                ledger = self.out.ledgers.get(item.identity)
-                if ledger is None:
-                    ledger = self.out.ledgers[item.identity] = Ledger(self.rules)
-                totals = Totals(
-                    1, item.input_tokens, item.output_tokens, item.cached_tokens,
-                    item.cost_nano_usd, int(item.status == "error"),
-                )  # fmt: skip
-                ledger.apply(item.event_id, item.event_time_ms, totals)
-                if message.broker_ms is not None:
-                    ledger.last_seen_ms = max(ledger.last_seen_ms or 0, message.broker_ms)
+            self._apply(decoded.items, message.broker_ms)
+
+    def finish(self) -> None:
+        """OTLP spans still held for an ancestor at the end settle as the replay's do."""
+        settled = self.decoder.finish()
+        self._apply([*settled.events, *settled.dead_letters], None)
+
+    def _apply(self, items: Sequence[MeteringEvent | DeadLetter], broker_ms: int | None) -> None:
+        for item in items:
+            if isinstance(item, DeadLetter):
+                self.out.dead_letters[item.reason] += 1
+                continue
+            ledger = self.out.ledgers.get(item.identity)
+            if ledger is None:
+                ledger = self.out.ledgers[item.identity] = Ledger(self.rules)
+            totals = Totals(
+                1, item.input_tokens, item.output_tokens, item.cached_tokens,
+                item.cost_nano_usd, int(item.status == "error"),
+            )  # fmt: skip
+            ledger.apply(item.event_id, item.event_time_ms, totals)
+            if broker_ms is not None:
+                ledger.last_seen_ms = max(ledger.last_seen_ms or 0, broker_ms)
 
 
 async def recompute_file(
@@ -99,6 +107,7 @@ async def recompute_file(
         for batch, consumed in file_batches(path, 5000, kcat):
             feed.add(batch)
             advance(consumed, None)
+    feed.finish()
     return feed.out
 
 
@@ -116,6 +125,7 @@ async def recompute_topic(
             async for batch in batches:
                 feed.add(batch)
                 advance(topic.read, max(topic.expected, topic.read))
+    feed.finish()
     return feed.out
 
 

@@ -34,8 +34,8 @@ from meterguard.models import Alert, ThrottleCommand, utc_now
 from meterguard.streams.offline.messages import (
     DecodeContext,
     DecodedBatch,
+    OfflineDecoder,
     RawMessage,
-    decode_batch,
     file_batches,
     topic_batches,
 )
@@ -79,6 +79,7 @@ async def replay_file(
     run = ReplayRun(outputs, settings, redis_url, keep_state, policy)
     async with run:
         await feed_file(source, batch_size, kcat, show_progress, source.name, run.batch)
+        await run.finish()
     return run.summary
 
 
@@ -99,6 +100,7 @@ async def replay_topic(
         await feed_topic(
             bootstrap, selection, batch_size, show_progress, selection.topic, run.batch, warn
         )
+        await run.finish()
     return run.summary
 
 
@@ -154,7 +156,7 @@ class ReplayRun:
             build_store(self.client, settings.store_config(prefix=self.namespace)),
             settings.policy if policy is None else policy,
         )
-        self.ctx = DecodeContext.of(settings)
+        self.decoder = OfflineDecoder(DecodeContext.of(settings))
         self.outputs = outputs
         self.keep_state = keep_state
         self.summary = ReplaySummary()
@@ -189,7 +191,11 @@ class ReplayRun:
 
     async def batch(self, messages: list[RawMessage]) -> None:
         now = utc_now()
-        await self.feed(decode_batch(messages, now, self.ctx), now)
+        await self.feed(self.decoder.batch(messages, now), now)
+
+    async def finish(self) -> None:
+        """The end of the input: OTLP spans still held for an ancestor settle now."""
+        await self.feed(self.decoder.finish(), utc_now())
 
     async def feed(self, batch: DecodedBatch, now: datetime) -> None:
         """One decoded batch through this run's pipeline (`now`: the batch's wall clock)."""

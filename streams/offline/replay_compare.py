@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from meterguard.models import utc_now
-from meterguard.streams.offline.messages import RawMessage, decode_batch
+from meterguard.streams.offline.messages import RawMessage
 from meterguard.streams.offline.policy_diff import PolicyDiff, RunOutput, diff_runs
 from meterguard.streams.offline.replay import (
     ReplayOutputs,
@@ -72,6 +72,7 @@ async def compare_file(
     async with _runs(policies, settings, redis_url, outputs) as runs:
         label = f"{source.name} x2"
         await feed_file(source, batch_size, kcat, show_progress, label, partial(_feed, runs))
+        await _finish(runs)
     return _compared(runs)
 
 
@@ -91,6 +92,7 @@ async def compare_topic(
         label = f"{selection.topic} x2"
         feed = partial(_feed, runs)
         await feed_topic(bootstrap, selection, batch_size, show_progress, label, feed, warn)
+        await _finish(runs)
     return _compared(runs)
 
 
@@ -110,8 +112,14 @@ async def _runs(
 
 async def _feed(runs: tuple[ReplayRun, ReplayRun], messages: list[RawMessage]) -> None:
     now = utc_now()
-    batch = decode_batch(messages, now, runs[0].ctx)
+    batch = runs[0].decoder.batch(messages, now)  # decoded once, by the first run's decoder
     await asyncio.gather(*(run.feed(batch, now) for run in runs))
+
+
+async def _finish(runs: tuple[ReplayRun, ReplayRun]) -> None:
+    """The spans still held for an ancestor at the end of the input, to both runs."""
+    batch = runs[0].decoder.finish()
+    await asyncio.gather(*(run.feed(batch, utc_now()) for run in runs))
 
 
 def _compared(runs: tuple[ReplayRun, ReplayRun]) -> Comparison:

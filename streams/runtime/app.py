@@ -26,11 +26,14 @@ from meterguard.streams.decoding.decode import (
     decode_event_json,
     decode_message,
 )
+from meterguard.streams.decoding.trace_attribution import HeldSpan, SpanLink
 from meterguard.streams.delivery.deliverer import install_delivery
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
+from meterguard.streams.runtime.trace_holds import TraceHolds
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
 from meterguard.streams.store.retry import retrying
+from meterguard.streams.store.trace_agents import TraceAgents
 from meterguard.streams.web.routes import register_routes
 
 log = logging.getLogger("meterguard")
@@ -64,6 +67,9 @@ def create_app(settings: Settings) -> faust.App:
     pipeline = Pipeline(store, settings.policy)
     skew = timedelta(seconds=settings.max_future_skew_s)
     mapping = settings.mapping  # read (and a bad file refused) once, before any message
+    holds = TraceHolds(
+        TraceAgents(redis_client, store.keys), timedelta(seconds=settings.trace_hold_s)
+    )
 
     @app.agent(raw)
     async def decode_agent(stream: faust.StreamT[bytes]) -> None:
@@ -76,6 +82,8 @@ def create_app(settings: Settings) -> faust.App:
             dead = 0
             formats: Counter[str] = Counter()
             ignored: Counter[str] = Counter()
+            links: list[SpanLink] = []
+            held: list[HeldSpan] = []
             for event in batch:
                 msg = event.message
                 origin = Origin(msg.topic, msg.partition, msg.offset)
@@ -84,21 +92,54 @@ def create_app(settings: Settings) -> faust.App:
                 result = decode_message(event.value, msg.headers, now, origin, skew, mapping)
                 formats[result.format] += 1
                 ignored[result.format] += result.ignored
-                for item in result.items:
-                    if isinstance(item, DeadLetter):
-                        dead += 1
-                        metrics.DEAD_LETTERS.labels(item.reason).inc()
-                        await _send(settings.topic_dlq, event.key, item.model_dump_json().encode())
-                    else:
-                        await _send(settings.topic_events, item.identity.encode(), item.to_json())
-            metrics.count_formats(formats, ignored)  # once per batch, not per message
-            if dead:
-                await retrying(
-                    lambda d=dead: redis_client.hincrby(  # type: ignore[misc]
-                        f"{settings.key_prefix}:stats", "events_dead_lettered", d
-                    ),
+                links += result.links
+                held += result.held
+                dead += await _forward(result.items, event.key)
+            if links or held:
+                settled = await retrying(
+                    lambda ln=links, hd=held, at=now: holds.admit(ln, hd, at),  # type: ignore[misc]
                     log=log,
                 )
+                dead += await _forward(settled.items, None)
+                if settled.waited:
+                    await app.producer.flush()  # produced before they stop waiting
+                    await retrying(lambda s=settled: holds.release(s), log=log)  # type: ignore[misc]
+            metrics.count_formats(formats, ignored)  # once per batch, not per message
+            await _count_dead(dead)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def settle_held_spans() -> None:
+        """OTLP spans whose hold ended: their agent if its span came meanwhile, else the
+        fallback (streams/runtime/trace_holds.py). Every worker sweeps; decisions are shared."""
+        if settings.trace_hold_s <= 0:
+            return
+        settled = await retrying(lambda: holds.due(utc_now()), log=log)
+        if settled.items:
+            await _count_dead(await _forward(settled.items, None))
+            await app.producer.flush()
+        if settled.waited:
+            await retrying(lambda: holds.release(settled), log=log)
+
+    async def _forward(items: list[MeteringEvent | DeadLetter], key: bytes | None) -> int:
+        """Events to metering.events keyed by identity, dead letters to the DLQ; -> letters."""
+        dead = 0
+        for item in items:
+            if isinstance(item, DeadLetter):
+                dead += 1
+                metrics.DEAD_LETTERS.labels(item.reason).inc()
+                await _send(settings.topic_dlq, key, item.model_dump_json().encode())
+            else:
+                await _send(settings.topic_events, item.identity.encode(), item.to_json())
+        return dead
+
+    async def _count_dead(dead: int) -> None:
+        if dead:
+            await retrying(
+                lambda d=dead: redis_client.hincrby(  # type: ignore[misc]
+                    f"{settings.key_prefix}:stats", "events_dead_lettered", d
+                ),
+                log=log,
+            )
 
     @app.agent(events)
     async def score_agent(stream: faust.StreamT[bytes]) -> None:

@@ -4,6 +4,7 @@
     windows.py           ingest (dedupe, lateness; ingest.lua), checkpoints (commit_state.lua),
                          minute window / late / counter / watermark reads
     traces.py            traces' call trees (trace.lua)
+    trace_agents.py      OTLP spans held for their agent's span, traces' span links
     throttles.py         which throttle wins (apply_throttle.lua), active throttles
     operator_actions.py  operator release (operator_release.lua), audit log
     history.py           recent alerts, hourly rankings by tokens and cost

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from meterguard.streams.decoding.formats.mapping import FormatMapping
+from meterguard.streams.decoding.trace_attribution import SpanLink
 
 # Kafka headers as Faust and aiokafka hand them over: a sequence of (name, bytes) pairs, or a
 # mapping when a producer built them as a dict.
@@ -42,12 +43,18 @@ class Record:
     doc: dict[str, Any] | None = None
     reason: str = ""
     error: str = ""
+    # OTLP: (trace_id, the first ancestor outside the export) when an ancestor exported later
+    # may name the identity (streams/decoding/trace_attribution.py); `unnamed` is the error of
+    # the dead letter it becomes if none does (its doc then holds a placeholder identity).
+    held: tuple[str, str] | None = None
+    unnamed: str = ""
 
 
 @dataclass
 class Normalised:
     records: list[Record] = field(default_factory=list)
     ignored: int = 0  # well-formed parts that are not metering records (non-GenAI spans)
+    links: list[SpanLink] = field(default_factory=list)  # OTLP: the export's spans' places
 
 
 def read_headers(headers: RawHeaders) -> dict[str, str]:
@@ -141,10 +148,11 @@ def apply_mapping(
     return doc
 
 
-def require_identity(doc: dict[str, Any], *chains: Sequence[str]) -> dict[str, Any]:
+def require_identity(doc: dict[str, Any], *chains: Sequence[str], hint: str = "") -> dict[str, Any]:
     if doc.get("identity") in (None, ""):
         tried = ", ".join(path for chain in chains for path in chain)
-        raise Unusable("missing_identity", f"no identity at any of: {tried}")
+        fix = f": {hint}" if hint else ""
+        raise Unusable("missing_identity", f"no identity at any of: {tried}{fix}")
     return doc
 
 

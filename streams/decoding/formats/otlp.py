@@ -25,7 +25,11 @@ is a dead letter of its own, with the span's JSON as raw; its siblings are unaff
   `deployment.environment.name`, `deployment.environment`; `cost_usd`: `gen_ai.usage.cost`
 
 Attribute lookups by bare name inherit down the trace: a tool span without `gen_ai.agent.name`
-is attributed to the agent span above it in the same export.
+is attributed to the agent span above it in the same export. When no span of the export names
+it and its parents leave the export (the agent span ends, and is exported, after its calls),
+the record is *held* with its fallback identity: streams/decoding/trace_attribution.py settles
+it once the ancestor arrives, from the links every export leaves (`Normalised.links`).
+The SDK's default `service.name` (`unknown_service[:<process>]`) names nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,12 +55,20 @@ from meterguard.streams.decoding.formats.common import (
     require_identity,
 )
 from meterguard.streams.decoding.formats.mapping import OtlpMapping
+from meterguard.streams.decoding.trace_attribution import SpanLink
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _DIGITS = re.compile(r"-?[0-9]{1,19}")
 _MAX_ANCESTORS = 64  # a parent chain longer than any real trace (and a guard against cycles)
 _MAX_VALUE_DEPTH = 8
+_NO_SERVICE = "unknown_service"
+_SET_IDENTITY = (
+    "set gen_ai.agent.name (or gen_ai.agent.id) on the span or an ancestor span, or "
+    "service.name on the resource (OTEL_SERVICE_NAME), or map another attribute "
+    "(MG_MAPPING_FILE otlp.identity)"
+)
+UNNAMED = "unnamed-span"  # a held span's identity until an ancestor names it (never counted)
 Attrs = dict[str, Any]
 SpanIndex = dict[tuple[Any, Any], tuple[Attrs, Any]]  # (traceId, spanId) -> (attrs, parent)
 
@@ -89,13 +102,66 @@ def normalise(
     by_id = {
         (s.get("traceId"), s.get("spanId")): (attrs, s.get("parentSpanId")) for s, attrs, _ in spans
     }
+    inheritable = tuple(p for p in mapping.identity if ":" not in p)  # bare attribute names
+    genai_traces: set[Any] = set()
     for span, attrs, resource in spans:
         genai = any(key.startswith("gen_ai.") for key in attrs)
+        if genai:
+            genai_traces.add(span.get("traceId"))
         if not genai or (_ignored(span, attrs, mapping) and not _remote_agent_call(span, attrs)):
             out.ignored += 1
         else:
-            out.records.append(_span_record(span, attrs, resource, by_id, mapping, headers))
+            held = _holdable(span, by_id, inheritable)
+            out.records.append(_span_record(span, attrs, resource, by_id, mapping, headers, held))
+    out.links = _links(spans, genai_traces, inheritable)
     return out
+
+
+def _links(
+    spans: list[tuple[dict[str, Any], Attrs, Attrs]],
+    traces: set[Any],
+    inheritable: tuple[str, ...],
+) -> list[SpanLink]:
+    """Every span of a trace with GenAI spans: its parent, and the agent it names itself."""
+    links: list[SpanLink] = []
+    for span, attrs, _ in spans:
+        if span.get("traceId") not in traces:
+            continue
+        try:
+            trace_id = _hex_id(span.get("traceId"), 16, "traceId")
+            span_id = _hex_id(span.get("spanId"), 8, "spanId")
+            parent = span.get("parentSpanId") or None
+            parent_id = _hex_id(parent, 8, "parentSpanId") if parent else None
+        except Unusable:
+            continue  # its own record (if any) says why
+        agent = _get(attrs, *inheritable)
+        links.append(SpanLink(trace_id, span_id, parent_id, str(agent) if agent else None))
+    return links
+
+
+def _holdable(
+    span: dict[str, Any], by_id: SpanIndex, inheritable: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """(trace_id, the first ancestor outside this export) when no span here names the
+    identity and one exported later may; None when the export settles it."""
+    attrs = by_id.get((span.get("traceId"), span.get("spanId")), ({}, None))[0]
+    if _get(attrs, *inheritable) is not None:
+        return None  # the span names its agent itself
+    trace, parent, seen = span.get("traceId"), span.get("parentSpanId"), 0
+    while parent and seen < _MAX_ANCESTORS:
+        found = by_id.get((trace, parent))
+        if found is None:
+            break  # the chain leaves the export here
+        above, parent = found
+        if _get(above, *inheritable) is not None:
+            return None  # an ancestor in this export names it
+        seen += 1
+    if not parent or seen >= _MAX_ANCESTORS:
+        return None  # the whole chain is here: nothing later can name it
+    try:
+        return _hex_id(trace, 16, "traceId"), _hex_id(parent, 8, "parentSpanId")
+    except Unusable:
+        return None
 
 
 def _ignored(span: dict[str, Any], attrs: Attrs, mapping: OtlpMapping) -> bool:
@@ -119,8 +185,9 @@ def _span_record(
     by_id: SpanIndex,
     mapping: OtlpMapping,
     headers: Headers,
+    held: tuple[str, str] | None,
 ) -> Record:
-    def make() -> dict[str, Any]:
+    def make(placeholder: str | None = None) -> dict[str, Any]:
         trace_id = _hex_id(span.get("traceId"), 16, "traceId")
         span_id = _hex_id(span.get("spanId"), 8, "spanId")
         parent = span.get("parentSpanId") or None
@@ -154,15 +221,33 @@ def _span_record(
         )
         lookup = _inherited(span, attrs, resource, by_id)
         apply_mapping(doc, mapping, lookup, headers)
-        return require_identity(doc, mapping.identity)
+        if placeholder is not None and not doc.get("identity"):
+            doc["identity"] = placeholder
+        return require_identity(doc, mapping.identity, hint=_SET_IDENTITY)
 
-    return build(as_raw(span), make)
+    raw = as_raw(span)
+    record = build(raw, make)
+    if held is None:
+        return record
+    if record.doc is not None:
+        return replace(record, held=held)
+    if record.reason != "missing_identity":
+        return record
+    # Nothing names it yet: held under a placeholder, a dead letter if no ancestor names it.
+    placeholder = build(raw, lambda: make(UNNAMED))
+    if placeholder.doc is None:
+        return record
+    return replace(placeholder, held=held, unnamed=record.error)
 
 
 def _inherited(
     span: dict[str, Any], attrs: Attrs, resource: Attrs, by_id: SpanIndex
 ) -> Callable[[str], Any]:
     def lookup(path: str) -> Any:
+        if path == "resource:service.name":
+            name = resource.get("service.name")
+            # The SDK's default when nobody set one (OTel resource semconv): names no workload.
+            return None if isinstance(name, str) and name.startswith(_NO_SERVICE) else name
         if path.startswith("resource:"):
             return resource.get(path[len("resource:") :])
         if path.startswith("span:"):
