@@ -3,9 +3,8 @@ real `litellm` 1.110.2 (docs/research/producers/gen_litellm.py: `litellm.complet
 `acompletion` with `mock_response`, a `CustomLogger` capturing `standard_logging_object`, and
 the proxy's own `get_logging_payload` for the spend-log row).
 
-litellm is not in the test extra: its proxy code needs some 18 more packages
-(`litellm[proxy]` does not resolve for 1.110.2), far heavier than the rest of the suite. The
-fields we rely on are pinned to its source instead:
+litellm itself is in the dev extra (its proxy extra, some 18 more packages, is not: the proxy's
+`get_logging_payload` made the recorded row). The fields we rely on, in its source:
 - `SpendLogsPayload.metadata: str  # json str` and `request_tags: str  # json str`
   (litellm/proxy/_types.py), written with `safe_dumps` by `get_logging_payload`
   (litellm/proxy/spend_tracking/spend_tracking_utils.py);
@@ -73,3 +72,27 @@ def test_a_bad_element_of_the_array_is_its_own_dead_letter() -> None:
     assert len(result.events) == 1
     (letter,) = result.dead_letters
     assert letter.reason == "invalid_record" and letter.raw == "42"
+
+
+def test_an_mcp_tool_call_is_a_tool_call_in_both_shapes() -> None:
+    # The MCP fields as litellm types them: StandardLoggingMCPToolCall under the standard
+    # payload's metadata (litellm/types/utils.py), and the row's copy of its namespaced name
+    # (get_logging_payload, litellm/proxy/spend_tracking/spend_tracking_utils.py).
+    from litellm.types.utils import StandardLoggingMCPToolCall
+
+    payload = orjson.loads((DATA / "standard_logging_failure.json").read_bytes())
+    call = StandardLoggingMCPToolCall(
+        name="search", namespaced_tool_name="github/search", mcp_server_name="github"
+    )
+    payload = {**payload, "call_type": "call_mcp_tool", "status": "success"}
+    payload["metadata"] = {**payload["metadata"], "mcp_tool_call_metadata": call}
+    (event,) = decode_message(orjson.dumps(payload), [], INGEST).events
+    assert (event.kind, event.tool_name, event.operation) == (
+        "tool.call",
+        "github/search",
+        "call_mcp_tool",
+    )
+    row = orjson.loads((DATA / "spend_logs_row.json").read_bytes())
+    row["mcp_namespaced_tool_name"] = "github/search"
+    (event,) = decode_message(orjson.dumps(row), [], INGEST).events
+    assert (event.kind, event.tool_name) == ("tool.call", "github/search")

@@ -19,7 +19,10 @@ Row field (standard logging payload field, where it differs) -> native field:
 - a row's `metadata` and `request_tags` are JSON strings (`SpendLogsPayload`): read as objects
 - a JSON array of payloads (the `generic_api` logger's `json_array` body): one record each
 - `request_duration_ms`, else `endTime - startTime` -> latency_ms
-- `mcp_namespaced_tool_name` set -> kind `tool.call`, tool_name
+- `mcp_namespaced_tool_name` (`metadata.mcp_tool_call_metadata.namespaced_tool_name`, else
+  `.name`: litellm/types/utils.py StandardLoggingMCPToolCall; the row copies the namespaced
+  name, proxy/spend_tracking/spend_tracking_utils.py), or `call_type` `call_mcp_tool` ->
+  kind `tool.call`, tool_name
 - `cache_key` (LiteLLM's hash of the request when caching is on) -> request_fingerprint
 
 `end_user` and `user` are not mapped by default: point `identity` at them if your
@@ -50,6 +53,12 @@ from meterguard.streams.decoding.formats.common import (
 from meterguard.streams.decoding.formats.mapping import LiteLLMMapping
 from meterguard.timeutil import parse_event_time
 
+_MCP_TOOL = (
+    "mcp_namespaced_tool_name",
+    "metadata.mcp_tool_call_metadata.namespaced_tool_name",
+    "metadata.mcp_tool_call_metadata.name",
+)
+_MCP_CALL_TYPES = ("call_mcp_tool",)  # litellm/types/utils.py CallTypes.call_mcp_tool
 _CACHED = (
     "metadata.additional_usage_values.prompt_tokens_details.cached_tokens",
     "metadata.additional_usage_values.cache_read_input_tokens",
@@ -85,7 +94,8 @@ def unpacked(obj: dict[str, Any]) -> dict[str, Any]:
 def translate(obj: dict[str, Any], mapping: LiteLLMMapping, headers: Headers) -> dict[str, Any]:
     obj = unpacked(obj)
     start, end = utc_if_naive(obj.get("startTime")), utc_if_naive(obj.get("endTime"))
-    tool = obj.get("mcp_namespaced_tool_name")
+    tool = pick(obj, *_MCP_TOOL)
+    is_tool = tool is not None or obj.get("call_type") in _MCP_CALL_TYPES
     failed = "failure" in (obj.get("status"), dig(obj, "metadata.status"))
     doc = put(
         {},
@@ -103,7 +113,7 @@ def translate(obj: dict[str, Any], mapping: LiteLLMMapping, headers: Headers) ->
         # metadata in a spend-log row.
         error_type=(pick(obj, *_ERROR_CLASS) or None) if failed else None,
         latency_ms=pick(obj, "request_duration_ms") or _elapsed_ms(start, end),
-        kind="tool.call" if tool else None,
+        kind="tool.call" if is_tool else None,
         tool_name=tool,
         request_fingerprint=_fingerprint(obj.get("cache_key")),
     )
