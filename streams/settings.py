@@ -67,21 +67,30 @@ class Settings(BaseSettings):
     dedupe_horizon_s: int = Field(default=48 * 3600, ge=60)
     window_minutes: int = Field(default=24 * 60, ge=10)
     max_future_skew_s: int = Field(default=300, ge=0)
-    # How long an OTLP span waits for the ancestor span that names its agent (exported after
-    # it: the SDK exports a span when it ends, and an agent span ends after its calls;
-    # streams/decoding/trace_attribution.py). The SDK's batch processor exports every 5 s
-    # (OTEL_BSP_SCHEDULE_DELAY), so 60 s covers agent runs up to about 55 s plus a collector
-    # hop; it delays only spans that nothing names yet. 0: never wait (the fallback at once).
-    trace_hold_s: float = Field(
-        default=60.0,
+    # How long an OTLP span waits for the agent span exported after it (the SDK exports a
+    # span when it ends, and an agent span ends after its calls; streams/decoding/
+    # trace_attribution.py). Unset: MG_ALLOWED_LATENESS_S - 10 s (20 s by default), so a span
+    # settled at the end of its hold still lands within its identity's lateness (10 s: the
+    # SDK batch processor's 5 s export delay, OTEL_BSP_SCHEDULE_DELAY, and as much again for
+    # the collector hop); waiting longer would make it late. 0: never wait.
+    trace_hold_s: float | None = Field(
+        default=None,
         ge=0,
-        description="seconds an OTLP span waits for the ancestor span that names its agent",
+        description="seconds an OTLP span waits for the agent span that names it "
+        "(default: allowed lateness - 10 s)",
     )
     # Faust consumer-group timings: INFRA-NOTES measured ~3-5 s to join with these, ~30 s
     # with Faust's defaults.
     rebalance_timeout_s: float = 3.0
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 1.0
+
+    @property
+    def trace_hold(self) -> float:
+        """MG_TRACE_HOLD_S, else what keeps a held span within the allowed lateness."""
+        if self.trace_hold_s is not None:
+            return self.trace_hold_s
+        return float(max(0, self.allowed_lateness_s - 10))
 
     @property
     def bootstrap(self) -> str:

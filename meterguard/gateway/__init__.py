@@ -1,6 +1,9 @@
 """Gateway side of meterguard: follow the throttle feed, enforce it per request.
 
 Embeddable: depends on httpx and `meterguard.models` only (no Faust, Kafka or Redis).
+Imported on demand only, never from here: `meterguard.gateway.publisher` (aiokafka: raw
+metering records to Kafka) and `meterguard.gateway.litellm` (the LiteLLM proxy callback;
+needs the `meterguard[litellm]` extra).
 """
 
 from meterguard.gateway.asgi import ThrottleMiddleware, identity_from_headers

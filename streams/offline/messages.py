@@ -47,14 +47,14 @@ class RawMessage:
 class DecodeContext:
     max_future_skew: timedelta
     mapping: MappingConfig = DEFAULT_MAPPING
-    trace_hold: timedelta = timedelta(seconds=60)
+    trace_hold: timedelta = timedelta(seconds=20)  # Settings.trace_hold's default
 
     @classmethod
     def of(cls, settings: Settings) -> DecodeContext:
         return cls(
             timedelta(seconds=settings.max_future_skew_s),
             settings.mapping,
-            timedelta(seconds=settings.trace_hold_s),
+            timedelta(seconds=settings.trace_hold),
         )
 
 

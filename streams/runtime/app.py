@@ -68,7 +68,7 @@ def create_app(settings: Settings) -> faust.App:
     skew = timedelta(seconds=settings.max_future_skew_s)
     mapping = settings.mapping  # read (and a bad file refused) once, before any message
     holds = TraceHolds(
-        TraceAgents(redis_client, store.keys), timedelta(seconds=settings.trace_hold_s)
+        TraceAgents(redis_client, store.keys), timedelta(seconds=settings.trace_hold)
     )
 
     @app.agent(raw)
@@ -111,8 +111,6 @@ def create_app(settings: Settings) -> faust.App:
     async def settle_held_spans() -> None:
         """OTLP spans whose hold ended: their agent if its span came meanwhile, else the
         fallback (streams/runtime/trace_holds.py). Every worker sweeps; decisions are shared."""
-        if settings.trace_hold_s <= 0:
-            return
         settled = await retrying(lambda: holds.due(utc_now()), log=log)
         if settled.items:
             await _count_dead(await _forward(settled.items, None))

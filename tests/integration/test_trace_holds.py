@@ -92,10 +92,10 @@ async def test_past_the_hold_the_timer_falls_back_and_a_crash_before_release_rep
 async def test_a_worker_counts_the_calls_under_the_agent_and_under_the_service_past_the_hold(
     broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_factory
 ):
-    # Two workers: the default hold (60 s: the agent span comes well within it), and a 1 s
-    # hold whose timer settles a run whose agent span never comes. Both start at once.
+    # Two workers: a hold far longer than the test (the agent span always comes within it),
+    # and a 1 s hold whose timer settles a run whose agent span never comes. Both start at once.
     waits, short = await asyncio.gather(
-        start_worker(broker, redis_server.url, tmp_path_factory),
+        start_worker(broker, redis_server.url, tmp_path_factory, {"MG_TRACE_HOLD_S": "3600"}),
         start_worker(broker, redis_server.url, tmp_path_factory, {"MG_TRACE_HOLD_S": "1"}),
     )
     named = agent_run("support-svc", "triage-agent", 3, NOW - timedelta(minutes=2))

@@ -28,13 +28,25 @@ class AgentRun:
     agent_name: str
 
 
+# What the OTel contrib openai-agents instrumentation stamps on every span it makes
+# (OpenAIAgentsInstrumentor: agent_name_default, agent_id_default); only the agent span gets
+# the agent's real name.
+INSTRUMENTATION_DEFAULTS = {"gen_ai.agent.name": "OpenAI Agent", "gen_ai.agent.id": "agent"}
+
+
 def agent_run(
-    service: str, agent_name: str | None, calls: int, start: datetime, seconds_apart: int = 2
+    service: str,
+    agent_name: str | None,
+    calls: int,
+    start: datetime,
+    seconds_apart: int = 2,
+    stamped: dict[str, str] | None = None,
 ) -> AgentRun:
-    """`calls` chat spans under one invoke_agent span (named `agent_name`, or nothing)."""
+    """`calls` chat spans under one invoke_agent span (named `agent_name`, or nothing);
+    `stamped`: attributes put on every span, as an instrumentation's defaults."""
     provider, exporter, tracer = capturing_tracer(service)
     t0 = int(start.astimezone(UTC).timestamp()) * SECOND_NS
-    attrs: dict[str, str] = {"gen_ai.operation.name": "invoke_agent"}
+    attrs: dict[str, str] = {**(stamped or {}), "gen_ai.operation.name": "invoke_agent"}
     if agent_name is not None:
         attrs["gen_ai.agent.name"] = agent_name
     agent = tracer.start_span(f"invoke_agent {agent_name}", start_time=t0, attributes=attrs)
@@ -45,6 +57,7 @@ def agent_run(
             kind=SpanKind.CLIENT,
             start_time=t0 + i * seconds_apart * SECOND_NS,
             attributes={
+                **(stamped or {}),
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": "openai",
                 "gen_ai.request.model": "gpt-4o-mini",

@@ -1,9 +1,11 @@
 """The captured input-format samples in tests/data/formats/ and their native twins.
 
 Each `NAME.json` (or `NAME.pb`, binary) is one Kafka message value as a gateway or collector
-emits it (`NAME.headers.json`: its Kafka headers, when it has any; `make_NAME.py`: the script
-that made it with the real producer library, where there is one); `NAME.native.jsonl` is the same
-traffic written by hand as native events, one per line, in input order.
+emits it, `NAME.headers.json` its Kafka headers (when it has any), and `NAME.native.jsonl` the
+same traffic as native events, one per line, in input order. `make_NAME.py` made them with the
+real producer library (`.venv/bin/python tests/data/formats/make_NAME.py [OUT_DIR]`; ids and
+times fixed, so a run reproduces the committed files byte for byte), writing the twin from its
+own inputs, never from our decoder. The exceptions are listed in HAND_TYPED.
 """
 
 from __future__ import annotations
@@ -22,6 +24,28 @@ SAMPLES = sorted(
     + [p.name.removesuffix(".pb") for p in DATA.glob("*.pb")]
 )
 
+# Samples still typed by hand, and why they stay: other tests read them by name and rely on
+# what was typed. Their real-producer counterparts are samples too.
+HAND_TYPED = {
+    "otlp_openai_agent": (
+        "its span tree (span ids, four scopes, an agent span with usage, a second "
+        "'report-writer' resource with OpenLIT-style attributes) is what "
+        "tests/unit/test_formats_records.py and test_formats_mapping.py mutate and count; "
+        "otlp_openai_agents_v2 is what the OpenAI Agents instrumentation really writes"
+    ),
+    "litellm_spend_log": (
+        "a spend-log row with `metadata` as an object, which "
+        "tests/unit/test_formats_records.py and test_formats_mapping.py edit as a dict; the row "
+        "LiteLLM really writes (`metadata` a JSON string) is litellm_spend_logs_payload"
+    ),
+}
+
+# Real producer output our decoder reads differently from what the traffic was: name -> what
+# differs (the tests of these samples are strict xfails until the decoder is fixed). Empty:
+# otlp_openai_agents_v2 (every span stamped gen_ai.agent.id "agent", the real name on the
+# agent span only) is read right since identity comes from the nearest agent span, name first.
+DECODER_GAPS: dict[str, str] = {}
+
 
 def sample(name: str) -> tuple[bytes, list[tuple[str, bytes]] | None]:
     """The message value and its Kafka headers (None when it has none)."""
@@ -36,3 +60,14 @@ def sample(name: str) -> tuple[bytes, list[tuple[str, bytes]] | None]:
 
 def native_lines(name: str) -> list[bytes]:
     return (DATA / f"{name}.native.jsonl").read_bytes().splitlines()
+
+
+def sample_files(name: str) -> list[Path]:
+    """The committed files of one sample: value, headers (if any), native twin."""
+    candidates = [f"{name}.json", f"{name}.pb", f"{name}.headers.json", f"{name}.native.jsonl"]
+    return [DATA / c for c in candidates if (DATA / c).exists()]
+
+
+def generator(name: str) -> Path | None:
+    script = DATA / f"make_{name}.py"
+    return script if script.exists() else None

@@ -76,7 +76,7 @@ def test_genai_span_without_identity_is_a_missing_identity_dead_letter() -> None
     result = decode_message(orjson.dumps(doc), None, INGEST, ORIGIN)
     letter = result.items[-1]
     assert isinstance(letter, DeadLetter) and letter.reason == "missing_identity"
-    assert "gen_ai.agent.id, gen_ai.agent.name, resource:service.name" in letter.error
+    assert "gen_ai.agent.name, gen_ai.agent.id, resource:service.name" in letter.error
     assert len(result.events) == 4
 
 

@@ -15,7 +15,7 @@ from meterguard.models import DeadLetter, MeteringEvent
 from meterguard.streams.decoding.decode import DecodeResult, Origin, decode_message
 from meterguard.streams.decoding.trace_attribution import HeldSpan, TraceAttribution
 from meterguard.streams.offline.messages import DecodeContext, OfflineDecoder, RawMessage
-from tests.support.agent_run import agent_run
+from tests.support.agent_run import INSTRUMENTATION_DEFAULTS, agent_run
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 NOW = START + timedelta(minutes=5)
@@ -140,3 +140,30 @@ def test_replay_settles_on_the_datas_clock_the_same_way_however_the_input_is_cut
         **dict.fromkeys(runs[2].call_event_ids, "svc"),
         **dict.fromkeys(later.call_event_ids, "svc"),
     }
+
+
+def test_the_agent_span_names_the_calls_not_the_defaults_an_instrumentation_stamps_on_them():
+    run = agent_run("support-svc", "triage-agent", 2, START, stamped=INSTRUMENTATION_DEFAULTS)
+    both = ExportTraceServiceRequest()
+    both.MergeFromString(run.calls)
+    both.MergeFromString(run.agent)
+    assert {e.identity for e in decode(both.SerializeToString()).events} == {"triage-agent"}
+    # Exported apart: the stamped name does not settle them; the agent span does.
+    calls, agent = decode(run.calls), decode(run.agent)
+    assert {h.event.identity for h in calls.held} == {"OpenAI Agent"}  # only the fallback
+    traces = TraceAttribution(HOLD)
+    traces.admit(calls.links, calls.held, NOW)
+    settled = traces.admit(agent.links, agent.held, NOW)
+    assert {e.identity for e in settled if isinstance(e, MeteringEvent)} == {"triage-agent"}
+
+
+def test_a_call_never_inherits_the_cost_its_agent_span_sums():
+    run = agent_run("support-svc", "triage-agent", 1, START)
+    both = ExportTraceServiceRequest()
+    both.MergeFromString(run.calls)
+    both.MergeFromString(run.agent)
+    agent_span = both.resource_spans[1].scope_spans[0].spans[0]
+    cost = agent_span.attributes.add()
+    cost.key, cost.value.double_value = "gen_ai.usage.cost", 0.5
+    [event] = decode(both.SerializeToString()).events
+    assert event.cost_nano_usd == 0

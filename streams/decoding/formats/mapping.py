@@ -81,8 +81,12 @@ class CloudEventsMapping(FormatMapping):
 class OtlpMapping(FormatMapping):
     prefixes: ClassVar[tuple[str, ...]] = ("header:", "span:", "resource:")
 
+    # The agent's name first: it is what users set per agent (`Agent(name=...)`), while
+    # `gen_ai.agent.id` is often an instrumentation's constant (the OTel contrib openai-agents
+    # instrumentation's `agent_id_default` is "agent", for every agent). Read on the nearest
+    # agent span (otlp.py).
     identity: PathList = Field(
-        default=("gen_ai.agent.id", "gen_ai.agent.name", "resource:service.name"), min_length=1
+        default=("gen_ai.agent.name", "gen_ai.agent.id", "resource:service.name"), min_length=1
     )
     team: PathList = ("meterguard.team",)
     environment: PathList = (

@@ -20,7 +20,8 @@ is a dead letter of its own, with the span's JSON as raw; its siblings are unaff
 - `gen_ai.provider.name`, else `gen_ai.system` -> provider; `gen_ai.tool.name` -> tool_name
 - `status.code` 2 or an `error.type` attribute -> status error; `error.type` -> error_type
 - `traceId`, `spanId`, `parentSpanId` -> trace_id, span_id, parent_span_id
-- mapping `identity`: `gen_ai.agent.id`, `gen_ai.agent.name`, `resource:service.name`
+- mapping `identity`: `gen_ai.agent.name`, `gen_ai.agent.id` (on the nearest agent span, else
+  the span and its ancestors), `resource:service.name`
 - mapping `team`: `meterguard.team`; `environment`: `meterguard.environment`,
   `deployment.environment.name`, `deployment.environment`; `cost_usd`: `gen_ai.usage.cost`
 
@@ -62,9 +63,10 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _DIGITS = re.compile(r"-?[0-9]{1,19}")
 _MAX_ANCESTORS = 64  # a parent chain longer than any real trace (and a guard against cycles)
 _MAX_VALUE_DEPTH = 8
+_AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent"})
 _NO_SERVICE = "unknown_service"
 _SET_IDENTITY = (
-    "set gen_ai.agent.name (or gen_ai.agent.id) on the span or an ancestor span, or "
+    "set gen_ai.agent.name (or gen_ai.agent.id) on the agent span (invoke_agent) above it, or "
     "service.name on the resource (OTEL_SERVICE_NAME), or map another attribute "
     "(MG_MAPPING_FILE otlp.identity)"
 )
@@ -111,8 +113,10 @@ def normalise(
         if not genai or (_ignored(span, attrs, mapping) and not _remote_agent_call(span, attrs)):
             out.ignored += 1
         else:
-            held = _holdable(span, by_id, inheritable)
-            out.records.append(_span_record(span, attrs, resource, by_id, mapping, headers, held))
+            agent, leaves = _nearest_agent(span, by_id, inheritable)
+            held = _held_at(span, leaves) if agent is None else None
+            record = _span_record(span, attrs, resource, by_id, mapping, headers, agent, held)
+            out.records.append(record)
     out.links = _links(spans, genai_traces, inheritable)
     return out
 
@@ -122,7 +126,8 @@ def _links(
     traces: set[Any],
     inheritable: tuple[str, ...],
 ) -> list[SpanLink]:
-    """Every span of a trace with GenAI spans: its parent, and the agent it names itself."""
+    """Every span of a trace with GenAI spans: its parent, and the agent it names if it is an
+    agent span (what settles a held span: _nearest_agent's rule across exports)."""
     links: list[SpanLink] = []
     for span, attrs, _ in spans:
         if span.get("traceId") not in traces:
@@ -134,32 +139,52 @@ def _links(
             parent_id = _hex_id(parent, 8, "parentSpanId") if parent else None
         except Unusable:
             continue  # its own record (if any) says why
-        agent = _get(attrs, *inheritable)
+        agent = _get(attrs, *inheritable) if _names_agent(attrs, inheritable) else None
         links.append(SpanLink(trace_id, span_id, parent_id, str(agent) if agent else None))
     return links
 
 
-def _holdable(
+def _nearest_agent(
     span: dict[str, Any], by_id: SpanIndex, inheritable: tuple[str, ...]
-) -> tuple[str, str] | None:
-    """(trace_id, the first ancestor outside this export) when no span here names the
-    identity and one exported later may; None when the export settles it."""
-    attrs = by_id.get((span.get("traceId"), span.get("spanId")), ({}, None))[0]
-    if _get(attrs, *inheritable) is not None:
-        return None  # the span names its agent itself
-    trace, parent, seen = span.get("traceId"), span.get("parentSpanId"), 0
+) -> tuple[Attrs | None, Any]:
+    """The nearest agent span that names an agent (the span itself, else an ancestor in this
+    export), or None and the first ancestor outside the export (None if the chain ends here).
+
+    An agent span (`invoke_agent`, `create_agent`) is where the GenAI conventions name the
+    agent; a model or tool span's own `gen_ai.agent.*` is only a fallback: instrumentations
+    stamp defaults there (the OTel contrib openai-agents instrumentation puts
+    `gen_ai.agent.name` "OpenAI Agent" and `gen_ai.agent.id` "agent" on every span, the real
+    name on the agent span only)."""
+    trace = span.get("traceId")
+    own = by_id.get((trace, span.get("spanId")), ({}, None))[0]
+    if _names_agent(own, inheritable):
+        return own, None
+    parent, seen = span.get("parentSpanId"), 0
     while parent and seen < _MAX_ANCESTORS:
         found = by_id.get((trace, parent))
         if found is None:
-            break  # the chain leaves the export here
+            return None, parent  # the chain leaves the export here
         above, parent = found
-        if _get(above, *inheritable) is not None:
-            return None  # an ancestor in this export names it
+        if _names_agent(above, inheritable):
+            return above, None
         seen += 1
-    if not parent or seen >= _MAX_ANCESTORS:
-        return None  # the whole chain is here: nothing later can name it
+    return None, None  # the whole chain is here: nothing exported later can name it
+
+
+def _names_agent(attrs: Attrs, inheritable: tuple[str, ...]) -> bool:
+    return (
+        attrs.get("gen_ai.operation.name") in _AGENT_OPERATIONS
+        and _get(attrs, *inheritable) is not None
+    )
+
+
+def _held_at(span: dict[str, Any], leaves: Any) -> tuple[str, str] | None:
+    """(trace_id, the first ancestor outside the export): an agent span exported later may
+    name this span's agent (streams/decoding/trace_attribution.py)."""
+    if not leaves:
+        return None
     try:
-        return _hex_id(trace, 16, "traceId"), _hex_id(parent, 8, "parentSpanId")
+        return _hex_id(span.get("traceId"), 16, "traceId"), _hex_id(leaves, 8, "parentSpanId")
     except Unusable:
         return None
 
@@ -185,6 +210,7 @@ def _span_record(
     by_id: SpanIndex,
     mapping: OtlpMapping,
     headers: Headers,
+    agent: Attrs | None,
     held: tuple[str, str] | None,
 ) -> Record:
     def make(placeholder: str | None = None) -> dict[str, Any]:
@@ -219,7 +245,7 @@ def _span_record(
             span_id=span_id,
             parent_span_id=parent_id,
         )
-        lookup = _inherited(span, attrs, resource, by_id)
+        lookup = _inherited(span, attrs, resource, by_id, agent, mapping)
         apply_mapping(doc, mapping, lookup, headers)
         if placeholder is not None and not doc.get("identity"):
             doc["identity"] = placeholder
@@ -241,9 +267,23 @@ def _span_record(
 
 
 def _inherited(
-    span: dict[str, Any], attrs: Attrs, resource: Attrs, by_id: SpanIndex
+    span: dict[str, Any],
+    attrs: Attrs,
+    resource: Attrs,
+    by_id: SpanIndex,
+    agent: Attrs | None,
+    mapping: OtlpMapping,
 ) -> Callable[[str], Any]:
+    """Bare names: the span, then its ancestors in the export, then the resource; but the
+    identity's names are read on the nearest agent span when there is one, and the cost's on
+    the span or the resource, never an ancestor span (an agent span's usage sums its
+    children's: inherited, it would double)."""
+
     def lookup(path: str) -> Any:
+        if agent is not None and path in mapping.identity:
+            return agent.get(path)
+        if path in mapping.cost_usd:
+            return attrs[path] if attrs.get(path) is not None else resource.get(path)
         if path == "resource:service.name":
             name = resource.get("service.name")
             # The SDK's default when nobody set one (OTel resource semconv): names no workload.

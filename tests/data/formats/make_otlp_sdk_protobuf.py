@@ -1,16 +1,20 @@
 """Regenerate otlp_sdk_protobuf.pb and its native twin with the real OpenTelemetry SDK.
 
-    .venv/bin/python tests/data/formats/make_otlp_sdk_protobuf.py
+    .venv/bin/python tests/data/formats/make_otlp_sdk_protobuf.py [OUT_DIR]
 
 The spans are made by the SDK's TracerProvider with GenAI semantic-convention attributes and
 encoded by the SDK's OTLP encoder (opentelemetry-exporter-otlp-proto-common `encode_spans`):
 the bytes the OTLP exporters send, and that the Collector's Kafka exporter writes with its
 default `otlp_proto` encoding (no Kafka header). Ids and times are fixed so the sample is
-stable. The native twin is written from this script's own inputs, never from our decoder.
+stable, and so is the resource's `service.instance.id`, which the SDK otherwise draws at random
+per process (`ServiceInstanceIdResourceDetector`; a value passed to `Resource.create` wins).
+The native twin is written from this script's own inputs, never from our decoder.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import orjson
@@ -48,10 +52,16 @@ CALLS = [
 ]
 
 
-def main() -> None:
+def main(out: Path = HERE) -> None:
+    for variable in ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME"):
+        os.environ.pop(variable, None)  # the resource is this script's alone
     exporter = InMemorySpanExporter()
     resource = Resource.create(
-        {"service.name": "billing-svc", "deployment.environment.name": "prod"}
+        {
+            "service.name": "billing-svc",
+            "deployment.environment.name": "prod",
+            "service.instance.id": "ddabbe97-25e5-4b44-975f-759ec9ccbaad",  # fixed: else random
+        }
     )
     provider = TracerProvider(resource=resource, id_generator=FixedIds())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -110,10 +120,10 @@ def main() -> None:
     agent.end(end_time=T0 + 6_200 * MS)
     provider.shutdown()
     spans = exporter.get_finished_spans()  # children first, as the SDK exports them
-    (HERE / "otlp_sdk_protobuf.pb").write_bytes(encode_spans(spans).SerializeToString())
+    (out / "otlp_sdk_protobuf.pb").write_bytes(encode_spans(spans).SerializeToString())
     lines = b"".join(orjson.dumps(t) + b"\n" for t in twins)
-    (HERE / "otlp_sdk_protobuf.native.jsonl").write_bytes(lines)
+    (out / "otlp_sdk_protobuf.native.jsonl").write_bytes(lines)
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
