@@ -55,6 +55,8 @@ class MeteringEvent(BaseModel):
     tenant: Label = None
     environment: Label = None
     workload: Label = None
+    business_unit: Label = None  # attribution (streams/policy/registry.py fills it too)
+    owner: Label = None
     credential_id: Label = None
     source: Label = None
     model: Label = None

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meterguard.streams.decoding.formats.mapping import MappingConfig
 from meterguard.streams.policy.config import PolicyConfig
+from meterguard.streams.policy.registry import Registry
 from meterguard.streams.store import StoreConfig
 
 
@@ -20,6 +21,9 @@ class Settings(BaseSettings):
     web_port: int = 6066
     api_token: str | None = None
     policy_file: str | None = None
+    registry_file: str | None = Field(
+        default=None, description="identity registry (YAML or CSV): identity -> team, owner, ..."
+    )
     mapping_file: str | None = Field(
         default=None,
         description="YAML: which attribute of each input format is the identity (and more)",
@@ -102,6 +106,10 @@ class Settings(BaseSettings):
     @cached_property
     def policy(self) -> PolicyConfig:
         return PolicyConfig.load(self.policy_file)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry.load(self.registry_file)
 
     @cached_property
     def mapping(self) -> MappingConfig:

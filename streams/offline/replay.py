@@ -155,6 +155,7 @@ class ReplayRun:
         self.pipeline = Pipeline(
             build_store(self.client, settings.store_config(prefix=self.namespace)),
             settings.policy if policy is None else policy,
+            settings.registry,
         )
         self.decoder = OfflineDecoder(DecodeContext.of(settings))
         self.outputs = outputs

@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> faust.App:
     raw, events = raw_topic(settings.topic_raw), raw_topic(settings.topic_events)
     redis_client = aioredis.Redis.from_url(settings.redis_url)
     store = build_store(redis_client, settings.store_config())
-    pipeline = Pipeline(store, settings.policy)
+    pipeline = Pipeline(store, settings.policy, settings.registry)
     skew = timedelta(seconds=settings.max_future_skew_s)
     mapping = settings.mapping  # read (and a bad file refused) once, before any message
     holds = TraceHolds(
@@ -106,6 +106,14 @@ def create_app(settings: Settings) -> faust.App:
                     await retrying(lambda s=settled: holds.release(s), log=log)  # type: ignore[misc]
             metrics.count_formats(formats, ignored)  # once per batch, not per message
             await _count_dead(dead)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def apply_waiting_rollups() -> None:
+        """Roll-up deltas a crashed worker left for identities that may never send again
+        (store/rollups.py); the others are applied by their identity's next batch."""
+        applied = await retrying(lambda: store.rollups.sweep(), log=log)
+        if applied:
+            log.info("applied %d roll-up steps a stopped worker left", applied)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def settle_held_spans() -> None:

@@ -21,16 +21,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from meterguard.detectors.features import EventFacts, IdentityContext, MinuteWindow
-from meterguard.models import Alert, MeteringEvent, ThrottleCommand
+from meterguard.models import Alert, MeteringEvent, ThrottleCommand, utc_now
 from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.policy.episodes import Attribution, ScoredMinute, decide
+from meterguard.streams.policy.registry import Registry, rollup_targets
 from meterguard.streams.runtime.identity_state import IdentityState
 from meterguard.streams.runtime.peer_rates import peer_group, peer_rates, report_due
 from meterguard.streams.store import Store
 from meterguard.streams.store.peers import PeerGroup, PeerLevels, PeerReport
+from meterguard.streams.store.rollups import pack_groups
 from meterguard.streams.store.traces import SpanLink, SpanPlace
 from meterguard.streams.store.windows import IngestResult, StateCommit
-from meterguard.timeutil import MINUTE_MS
+from meterguard.timeutil import MINUTE_MS, to_ms
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,12 @@ _STATUS = {"n": "new", "d": "duplicate", "l": "late"}
 
 
 class Pipeline:
-    def __init__(self, store: Store, policy: PolicyConfig) -> None:
+    def __init__(
+        self, store: Store, policy: PolicyConfig, registry: Registry | None = None
+    ) -> None:
         self.store = store
         self.policy = policy
+        self.registry = registry if registry is not None else Registry()
         self.lateness_ms = store.config.allowed_lateness_s * 1000
 
     async def process(self, events: list[MeteringEvent]) -> BatchOutcome:
@@ -77,9 +82,17 @@ class Pipeline:
         mine = {identity: [events[i] for i in idx] for identity, idx in groups.items()}
         traced = [i for i, e in enumerate(events) if _linkable(e)]
         results, places = await asyncio.gather(
-            self.store.windows.ingest(mine),
+            self.store.windows.ingest(mine, self._rollup_groups(mine)),
             self.store.traces.link([_span(events[i]) for i in traced]) if traced else _nothing(),
         )
+        # Team, business unit and environment roll-ups: what ingest.lua left for them
+        # (this batch's, and any a crash left behind), exactly once.
+        pending = [p for result in results.values() for p in result.pending_rollups]
+        await self.store.rollups.apply(pending, to_ms(utc_now()))
+        if self.registry.configured:
+            await self.store.rollups.note_unregistered(
+                i for i in mine if not self.registry.registered(i)
+            )
         place_of = dict(zip(traced, places, strict=True))
         outcome = BatchOutcome()
         states = {identity: IdentityState.from_bytes(results[identity].state) for identity in mine}
@@ -107,6 +120,15 @@ class Pipeline:
                 per_event[i] = item
         outcome.scores = [s for s in per_event if s is not None]
         return outcome
+
+    def _rollup_groups(
+        self, batch: dict[str, list[MeteringEvent]]
+    ) -> dict[str, tuple[str, list[int]]]:
+        out = {}
+        for identity, events in batch.items():
+            groups, of_event = rollup_targets(events, self.registry)
+            out[identity] = (pack_groups(groups), of_event)
+        return out
 
     async def apply_throttles(self, outcome: BatchOutcome, now: datetime) -> None:
         """Write the gateway keys; keep in `outcome.commands` only what the feed accepted

@@ -10,6 +10,7 @@
     history.py           recent alerts, hourly rankings by tokens and cost
     stats.py             pipeline counters, the identities and what the namespace holds
     peers.py             peer groups' levels: a new identity's yardstick (written in commits)
+    rollups.py           team, business unit and environment roll-ups, exactly once (rollup.lua)
 
 Callers hold one `Store`, made by `build_store(client, config)`: `store.throttles.apply(...)`.
 This package is the lowest layer of streams: it imports nothing from other streams packages.
@@ -25,6 +26,7 @@ from meterguard.streams.store.history import History
 from meterguard.streams.store.keys import KeyLayout, StoreConfig
 from meterguard.streams.store.operator_actions import OperatorActions
 from meterguard.streams.store.peers import Peers
+from meterguard.streams.store.rollups import Rollups
 from meterguard.streams.store.stats import Stats
 from meterguard.streams.store.throttles import Throttles
 from meterguard.streams.store.traces import Traces
@@ -47,6 +49,7 @@ class Store:
     history: History
     stats: Stats
     peers: Peers
+    rollups: Rollups
 
 
 def build_store(client: aioredis.Redis, config: StoreConfig) -> Store:
@@ -65,4 +68,5 @@ def build_store(client: aioredis.Redis, config: StoreConfig) -> Store:
         history=history,
         stats=stats,
         peers=peers,
+        rollups=Rollups(client, config, keys),
     )

@@ -2,12 +2,21 @@
 -- One call per identity per batch (all its keys share the {identity} hash tag).
 --
 -- KEYS: 1 meta (hash), 2 win (hash minute -> packed row), 3 dd (zset event_id -> event ms),
---       4 late (hash hour -> packed row of too-late events), 5 state (detector checkpoint)
+--       4 late (hash hour -> packed row of too-late events), 5 state (detector checkpoint),
+--       6 rollout (hash: roll-up deltas waiting to be applied, by sequence number)
 -- ARGV: 1 allowed lateness ms, 2 dedupe horizon ms, 3 window minutes, 4 max rows to return,
 --       5 key ttl seconds, 6 the events, one per line, tab-separated:
---       event_id, event_ms, input_tokens, output_tokens, cached_tokens, cost_nano, is_error
+--       event_id, event_ms, input_tokens, output_tokens, cached_tokens, cost_nano, is_error,
+--       attribution group (a line number of ARGV 7, from 0)
 --       (event ids cannot hold tabs or newlines: the schema refuses control characters).
---       One packed argument instead of 7 per event: argument packing dominated the client.
+--       One packed argument instead of 8 per event: argument packing dominated the client.
+--       7 attribution groups, one per line: the roll-up targets of an event (store/rollups.py
+--       packs them; the script only copies them).
+-- Roll-ups: the unique events' sums per (group, minute), (group, hour) and, for late events,
+-- (group, hour) again are stored in `rollout` under the next sequence number, in this same
+-- atomic step: deduped exactly like the windows. store/rollups.py applies them to the team,
+-- business unit and environment keys (their own hash tags) and then deletes them; the reply
+-- returns every entry still waiting (one left by a crash is applied again, at most once).
 -- Packed row: "calls,input,output,cached,cost_nano,errors".
 --
 -- A minute m is final once the identity's event-time watermark (max event ms seen) reaches
@@ -15,7 +24,7 @@
 -- `late` (chargeback totals), never in the minute window the detectors already scored. So
 -- the scored figures do not depend on how events were cut into batches.
 
-local meta, win, dd, late, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, win, dd, late, st, rollout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local lateness = tonumber(ARGV[1])
 local horizon = tonumber(ARGV[2])
 local window_minutes = tonumber(ARGV[3])
@@ -51,12 +60,19 @@ local function merge(key, field, a)
 end
 
 local rows, late_rows, status, closes = {}, {}, {}, {}
+local rolled, rolled_order = {}, {}
+
+local function roll(group, kind, bucket, inp, out, cached, cost, err)
+  local key = group .. '\t' .. kind .. '\t' .. bucket
+  if rolled[key] == nil then rolled_order[#rolled_order + 1] = key end
+  add(rolled, key, inp, out, cached, cost, err)
+end
 local n_new, n_dup, n_late = 0, 0, 0
 local min_minute = nil
 
 local j = -1
-for id, ts, inp, out, cached, cost, err in
-    string.gmatch(ARGV[6], '([^\t\n]+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d)\n') do
+for id, ts, inp, out, cached, cost, err, group in
+    string.gmatch(ARGV[6], '([^\t\n]+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d)\t(%d+)\n') do
   j = j + 1
   local t = tonumber(ts)
   inp, out, cached, cost, err = tonumber(inp), tonumber(out), tonumber(cached), tonumber(cost),
@@ -65,9 +81,12 @@ for id, ts, inp, out, cached, cost, err in
     n_dup = n_dup + 1; status[j + 1] = 'd'
   else
     local minute = math.floor(t / 60000)
+    roll(group, 'm', minute, inp, out, cached, cost, err)
+    roll(group, 'h', math.floor(minute / 60), inp, out, cached, cost, err)
     if fin ~= nil and minute <= fin then
       n_late = n_late + 1; status[j + 1] = 'l'
       add(late_rows, math.floor(minute / 60), inp, out, cached, cost, err)
+      roll(group, 'l', math.floor(minute / 60), inp, out, cached, cost, err)
     else
       n_new = n_new + 1; status[j + 1] = 'n'
       add(rows, minute, inp, out, cached, cost, err)
@@ -88,6 +107,16 @@ for id, ts, inp, out, cached, cost, err in
 end
 
 for minute, a in pairs(rows) do merge(win, minute, a) end
+if #rolled_order > 0 and ARGV[7] ~= '' then
+  local lines = {}
+  for _, key in ipairs(rolled_order) do
+    local a = rolled[key]
+    lines[#lines + 1] = string.format('%s\t%.0f,%.0f,%.0f,%.0f,%.0f,%.0f\n', key,
+      a[1], a[2], a[3], a[4], a[5], a[6])
+  end
+  local seq = redis.call('HINCRBY', meta, 'rseq', 1)
+  redis.call('HSET', rollout, seq, ARGV[7] .. '--\n' .. table.concat(lines))
+end
 for hour, a in pairs(late_rows) do merge(late, hour, a) end
 
 if fin ~= nil then
@@ -114,7 +143,7 @@ if fin ~= nil then
   redis.call('HINCRBY', meta, 'new', n_new)
   redis.call('HINCRBY', meta, 'dup', n_dup)
   redis.call('HINCRBY', meta, 'late', n_late)
-  for _, key in ipairs({meta, win, dd, late, st}) do redis.call('EXPIRE', key, ttl) end
+  for _, key in ipairs({meta, win, dd, late, st, rollout}) do redis.call('EXPIRE', key, ttl) end
 end
 
 -- Final minutes not yet scored, capped to the last `max_rows` (a long-idle identity).
@@ -129,4 +158,5 @@ if fin ~= nil and sc ~= nil and fin > sc then
 end
 
 return {n_new, n_dup, n_late, table.concat(status), closes, sc or false, fin or false,
-        first or false, out_rows, redis.call('GET', st), fin_before or false}
+        first or false, out_rows, redis.call('GET', st), fin_before or false,
+        redis.call('HGETALL', rollout)}

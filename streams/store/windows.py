@@ -18,7 +18,7 @@ same round trip.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,6 +28,7 @@ from meterguard.models import Alert, MeteringEvent
 from meterguard.streams.store.history import History
 from meterguard.streams.store.keys import KeyLayout, StoreConfig, load_script, text, unpack_row
 from meterguard.streams.store.peers import PeerGroup, PeerReport, Peers
+from meterguard.streams.store.rollups import Pending
 from meterguard.streams.store.stats import Stats
 
 
@@ -51,6 +52,7 @@ class IngestResult:
     final_before: int | None  # last final minute before this batch
     rows: list[MinuteWindow]  # final, unscored minutes in order (zero rows filled in)
     state: bytes | None
+    pending_rollups: list[Pending] = field(default_factory=list)  # to apply (rollups.py)
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,13 @@ class Windows:
         self._commit_state = load_script(client, "commit_state.lua")
 
     async def ingest(
-        self, groups: Mapping[str, Sequence[MeteringEvent]]
+        self,
+        groups: Mapping[str, Sequence[MeteringEvent]],
+        attribution: Mapping[str, tuple[str, Sequence[int]]] | None = None,
     ) -> dict[str, IngestResult]:
-        """One atomic script per identity, all in one pipelined round trip."""
+        """One atomic script per identity, all in one pipelined round trip. `attribution`:
+        per identity, its roll-up groups (rollups.pack_groups) and each event's group; without
+        it nothing is rolled up."""
         cfg = self._config
         head: list[str | int] = [
             cfg.allowed_lateness_s * 1000,
@@ -94,15 +100,17 @@ class Windows:
         ]
         async with self._redis.pipeline(transaction=False) as pipe:
             for identity, events in groups.items():
-                args = [*head, _pack_events(events)]
+                packed_groups, of_event = (attribution or {}).get(identity, ("", ()))
+                args = [*head, _pack_events(events, of_event), packed_groups]
                 keys = [
                     self._keys.identity_key(identity, p)
-                    for p in ("meta", "win", "dd", "late", "state")
+                    for p in ("meta", "win", "dd", "late", "state", "rollout")
                 ]
                 await self._ingest(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
         results = {
-            identity: _parse_ingest(reply) for identity, reply in zip(groups, replies, strict=True)
+            identity: _parse_ingest(identity, reply)
+            for identity, reply in zip(groups, replies, strict=True)
         }
         for identity, result in results.items():
             if len(result.status) != len(groups[identity]):  # an event the script could not parse
@@ -191,17 +199,19 @@ class Windows:
         return {i: int(float(v)) for i, v in zip(identities, replies, strict=True) if v}
 
 
-def _pack_events(events: Sequence[MeteringEvent]) -> str:
+def _pack_events(events: Sequence[MeteringEvent], group_of: Sequence[int] = ()) -> str:
     return "".join(
         f"{e.event_id}\t{e.event_time_ms}\t{e.input_tokens}\t{e.output_tokens}\t"
-        f"{e.cached_tokens}\t{e.cost_nano_usd}\t{int(e.status == 'error')}\n"
-        for e in events
+        f"{e.cached_tokens}\t{e.cost_nano_usd}\t{int(e.status == 'error')}\t"
+        f"{group_of[i] if group_of else 0}\n"
+        for i, e in enumerate(events)
     )
 
 
-def _parse_ingest(reply: list[Any]) -> IngestResult:
-    # The ingest script's reply: eleven values of mixed Redis types (ints, nil, arrays, bulk).
-    new, dup, late, status, closes, scored, final, first, rows, state, final_before = reply
+def _parse_ingest(identity: str, reply: list[Any]) -> IngestResult:
+    # The ingest script's reply: twelve values of mixed Redis types (ints, nil, arrays, bulk).
+    new, dup, late, status, closes, scored, final, first, rows, state, final_before, out = reply
+    pending = [Pending(identity, text(out[i]), bytes(out[i + 1])) for i in range(0, len(out), 2)]
     flat = [int(v) for v in closes]
     first_minute = int(first) if first is not None else None
     parsed_rows = (
@@ -220,4 +230,5 @@ def _parse_ingest(reply: list[Any]) -> IngestResult:
         final_before=int(final_before) if final_before is not None else None,
         rows=parsed_rows,
         state=state,
+        pending_rollups=pending,
     )

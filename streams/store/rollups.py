@@ -1,0 +1,215 @@
+"""Team, business-unit and environment roll-ups: calls, tokens, cost and errors per event-time
+minute and hour, exact (deduped like the identity windows, each event counted once).
+
+Keys:
+
+    {prefix}:{<identity>}:rollout         hash: sequence -> one ingest step's roll-up deltas,
+                                          written by ingest.lua atomically with the windows,
+                                          deleted once applied                    (windows)
+    {prefix}:rollup:{<dim>|<value>}       hash: m<minute>, h<hour>, l<hour> (late events of
+                                          the hour) -> "calls,in,out,cached,cost_nano,errors";
+                                          lo/hi: the minutes kept
+    {prefix}:rollup:{<dim>|<value>}:applied  zset: "<identity>#<sequence>" -> applied at (ms)
+    {prefix}:rollup-index:<dim>           set: the values seen (report listing)
+    {prefix}:unregistered                 set: identities a configured registry does not list
+
+`<value>` is percent-encoded (peer groups' rule), the empty value is "(unassigned)".
+
+Exactly once across hash slots (Redis Cluster): ingest.lua cannot touch a team's key, so it
+leaves its deltas in the identity's own `rollout`; `apply` adds them to each roll-up with
+rollup.lua, which remembers the token (`<identity>#<sequence>`) in the roll-up's own slot and
+refuses it a second time; only then are the deltas deleted. A crash in between leaves them
+waiting, and the identity's next ingest returns them to be applied again, at most once
+(`sweep` applies what identities that never come back left).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
+
+import redis.asyncio as aioredis
+
+from meterguard.detectors.features import MinuteWindow
+from meterguard.streams.store.keys import (
+    SCAN_COUNT,
+    KeyLayout,
+    StoreConfig,
+    load_script,
+    text,
+    unpack_row,
+)
+from meterguard.timeutil import to_ms
+
+UNASSIGNED_LABEL = "(unassigned)"
+# Hours are kept this long after a roll-up's last change: a year of showback, and a quarter
+# to restate.
+ROLLUP_TTL_S = 400 * 24 * 3600
+GROUP_SEPARATOR = "\t"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One ingest step's roll-up deltas, waiting in an identity's `rollout` hash."""
+
+    identity: str
+    sequence: str
+    payload: bytes
+
+
+@dataclass
+class RollupRows:
+    """One roll-up's rows: minute -> row, hour -> row (late included), hour -> late row."""
+
+    minutes: dict[int, MinuteWindow] = field(default_factory=dict)
+    hours: dict[int, MinuteWindow] = field(default_factory=dict)
+    late_hours: dict[int, MinuteWindow] = field(default_factory=dict)
+
+
+def pack_groups(groups: Sequence[Sequence[tuple[str, str]]]) -> str:
+    """ARGV 7 of ingest.lua: one line per attribution group, `<dim>|<value>` targets
+    separated by tabs, values percent-encoded (no tab or newline can reach the script)."""
+    return "".join(
+        GROUP_SEPARATOR.join(f"{dim}|{quote(value, safe='')}" for dim, value in group) + "\n"
+        for group in groups
+    )
+
+
+def label(value: str) -> str:
+    return value if value else UNASSIGNED_LABEL
+
+
+class Rollups:
+    def __init__(self, client: aioredis.Redis, config: StoreConfig, keys: KeyLayout) -> None:
+        self._redis = client
+        self._config = config
+        self._keys = keys
+        self._apply = load_script(client, "rollup.lua")
+
+    def key(self, dimension: str, value: str) -> str:
+        return f"{self._keys.prefix}:rollup:{{{dimension}|{quote(value, safe='')}}}"
+
+    def _index(self, dimension: str) -> str:
+        return f"{self._keys.prefix}:rollup-index:{dimension}"
+
+    @property
+    def unregistered_key(self) -> str:
+        return f"{self._keys.prefix}:unregistered"
+
+    async def apply(self, pending: Iterable[Pending], now_ms: int) -> int:
+        """Add every pending step's deltas to its roll-ups (at most once each), then delete
+        them. Returns how many steps were new to their roll-ups."""
+        steps = list(pending)
+        if not steps:
+            return 0
+        calls: list[tuple[str, str, str]] = []  # (dimension, value, token) per script call
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for step in steps:
+                token = f"{step.identity}#{step.sequence}"
+                for (dimension, value), lines in _targets(step.payload).items():
+                    key = self.key(dimension, value)
+                    args: list[str | int] = [
+                        token,
+                        now_ms,
+                        self._config.dedupe_horizon_s * 1000,
+                        ROLLUP_TTL_S,
+                        self._config.window_minutes,
+                        lines,
+                    ]
+                    await self._apply(keys=[key, f"{key}:applied"], args=args, client=pipe)
+                    calls.append((dimension, value, token))
+            replies = await pipe.execute()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for dimension, value in {(d, v) for d, v, _ in calls}:
+                pipe.sadd(self._index(dimension), value)
+            for step in steps:
+                pipe.hdel(self._keys.identity_key(step.identity, "rollout"), step.sequence)
+            await pipe.execute()
+        return sum(1 for reply in replies if int(reply) == 1)
+
+    async def note_unregistered(self, identities: Iterable[str]) -> None:
+        found = sorted(set(identities))
+        if found:
+            await self._redis.sadd(self.unregistered_key, *found)
+
+    async def unregistered(self) -> list[str]:
+        return sorted(text(v) for v in await self._redis.smembers(self.unregistered_key))
+
+    async def values(self, dimension: str) -> list[str]:
+        return sorted(text(v) for v in await self._redis.smembers(self._index(dimension)))
+
+    async def rows(self, dimension: str, value: str) -> RollupRows:
+        raw = await self._redis.hgetall(self.key(dimension, value))
+        out = RollupRows()
+        for name, packed in raw.items():
+            field_name = text(name)
+            kind, bucket = field_name[:1], field_name[1:]
+            if kind not in ("m", "h", "l") or not bucket.isdigit():
+                continue
+            n = int(bucket)
+            if kind == "m":
+                out.minutes[n] = unpack_row(n, packed)
+            elif kind == "h":
+                out.hours[n] = unpack_row(n * 60, packed)
+            else:
+                out.late_hours[n] = unpack_row(n * 60, packed)
+        return out
+
+    async def sweep(self, now_ms: int | None = None) -> int:
+        """Apply what crashed workers left in identities' `rollout` hashes (a SCAN of the
+        namespace: run at start, not per batch). Returns the steps applied."""
+        pattern = f"{self._keys.prefix}:{{*}}:rollout"
+        pending: list[Pending] = []
+        async for key in self._redis.scan_iter(match=pattern, count=SCAN_COUNT):
+            name = text(key)
+            identity = unquote_identity(name, self._keys.prefix)
+            for sequence, payload in (await self._redis.hgetall(name)).items():
+                data = payload.encode() if isinstance(payload, str) else bytes(payload)
+                pending.append(Pending(identity, text(sequence), data))
+        return await self.apply(pending, now_ms if now_ms is not None else _now_ms())
+
+
+def _targets(payload: bytes) -> dict[tuple[str, str], str]:
+    """The ingest step's deltas per roll-up: {(dimension, value): "kind\\tbucket\\trow\\n"...}."""
+    groups_part, _, deltas = payload.decode().partition("--\n")
+    groups = [line.split(GROUP_SEPARATOR) for line in groups_part.splitlines()]
+    out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for line in deltas.splitlines():
+        group, kind, bucket, row = line.split("\t")
+        for target in groups[int(group)]:
+            dimension, _, value = target.partition("|")
+            out[(dimension, unquote(value))].append(f"{kind}\t{bucket}\t{row}\n")
+    return {target: "".join(lines) for target, lines in out.items()}
+
+
+def unquote_identity(key: str, prefix: str) -> str:
+    """The identity of `{prefix}:{<identity>}:rollout` (identities are not encoded in keys)."""
+    return key[len(prefix) + 2 : -len("}:rollout")]
+
+
+def _now_ms() -> int:
+    from meterguard.models import utc_now
+
+    return to_ms(utc_now())
+
+
+def totals(rows: Mapping[int, MinuteWindow]) -> MinuteWindow:
+    """The sum of some rows (minute 0)."""
+    out = [0, 0, 0, 0, 0, 0]
+    for row in rows.values():
+        for i, v in enumerate(_fields(row)):
+            out[i] += v
+    return MinuteWindow(0, *out)
+
+
+def _fields(row: MinuteWindow) -> tuple[int, int, int, int, int, int]:
+    return (
+        row.calls,
+        row.input_tokens,
+        row.output_tokens,
+        row.cached_tokens,
+        row.cost_nano_usd,
+        row.errors,
+    )
