@@ -30,7 +30,9 @@ from meterguard.yaml_config import describe_errors, load_yaml_model
 
 DIMENSIONS = ("team", "business_unit", "environment", "owner", "workload")
 # Roll-ups are kept for these (store/rollups.py): the levels budgets and showback ask for.
-ROLLUP_DIMENSIONS = ("team", "business_unit", "environment")
+# `model` and `identity` come from the event itself: showback by model, and by identity for
+# periods longer than the identity's minute windows.
+ROLLUP_DIMENSIONS = ("team", "business_unit", "environment", "model", "identity")
 UNASSIGNED = ""
 
 
@@ -134,6 +136,10 @@ def rollup_targets(
     of_event: list[int] = []
     for event in events:
         owner = attribute(event, registry)
-        targets = tuple((dim, owner.of(dim)) for dim in ROLLUP_DIMENSIONS)
+        targets = (
+            *((dim, owner.of(dim)) for dim in ("team", "business_unit", "environment")),
+            ("model", event.model or UNASSIGNED),
+            ("identity", event.identity),
+        )
         of_event.append(groups.setdefault(targets, len(groups)))
     return list(groups), of_event

@@ -64,6 +64,7 @@ def traffic(seed: int) -> list[MeteringEvent]:
                 output_tokens=rng.randint(0, 300),
                 cached_tokens=rng.randint(0, 100),
                 cost_usd=rng.choice(["0", "0.0004", "0.012"]),
+                model=rng.choice(["gpt-4o-mini", "claude-haiku", None]),
                 status="error" if rng.random() < 0.1 else "ok",
             )
         )
@@ -82,8 +83,9 @@ def expected(events: list[MeteringEvent]) -> dict[tuple[str, str], list[int]]:
         owner = attribute(e, REGISTRY)
         row = [1, e.input_tokens, e.output_tokens, e.cached_tokens, e.cost_nano_usd]
         row.append(int(e.status == "error"))
-        for dim in ("team", "business_unit", "environment"):
-            target = out[(dim, owner.of(dim))]
+        values = {"model": e.model or "", "identity": e.identity}
+        for dim in ("team", "business_unit", "environment", "model", "identity"):
+            target = out[(dim, values[dim] if dim in values else owner.of(dim))]
             for i, v in enumerate(row):
                 target[i] += v
     return out

@@ -77,4 +77,10 @@ def test_events_of_one_identity_share_a_group_per_distinct_owner() -> None:
     events = [event("a", team="t1"), event("a", team="t2"), event("a", team="t1")]
     groups, of_event = rollup_targets(events, registry)
     assert of_event == [0, 1, 0]
-    assert groups[0] == (("team", "t1"), ("business_unit", ""), ("environment", ""))
+    assert groups[0] == (
+        ("team", "t1"),
+        ("business_unit", ""),
+        ("environment", ""),
+        ("model", ""),
+        ("identity", "a"),
+    )
