@@ -106,7 +106,7 @@ async def test_rollups_equal_the_unique_events_of_their_members(store: Store, ba
     want = expected(events)
     assert {(d, v) for d, v in want} == {
         (d, v)
-        for d in ("team", "business_unit", "environment")
+        for d in ("team", "business_unit", "environment", "model", "identity")
         for v in await store.rollups.values(d)
     }
     for (dim, value), row in want.items():
