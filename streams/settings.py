@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     registry_file: str | None = Field(
         default=None, description="identity registry (YAML or CSV): identity -> team, owner, ..."
     )
+    registry_url: str | None = Field(
+        default=None,
+        description="identity registry over HTTP (JSON, YAML or CSV); wins over the file",
+    )
+    registry_refresh_s: float = Field(default=300.0, gt=0, description="how often to refetch it")
     mapping_file: str | None = Field(
         default=None,
         description="YAML: which attribute of each input format is the identity (and more)",

@@ -1,8 +1,9 @@
 """The identity registry (MG_REGISTRY_FILE): who owns each identity, for roll-ups and budgets.
 
 A YAML file (`identities: {<identity>: {team, business_unit, environment, owner, workload}}`
-plus `defaults`) or a CSV file with an `identity` column and any of those columns. Example:
-deploy/registry.yaml.
+plus `defaults`) or a CSV file with an `identity` column and any of those columns (example:
+deploy/registry.yaml); or the same served over HTTP (MG_REGISTRY_URL, JSON, YAML or CSV,
+refreshed by streams/runtime/registry_feed.py).
 
 An event's owner, per dimension (`attribute`):
 1. the registry's entry for its identity, where it names the dimension: the registry is the
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from meterguard.models import MeteringEvent
@@ -94,18 +96,39 @@ def attribute(event: MeteringEvent, registry: Registry) -> Attributed:
     return Attributed(**values)
 
 
+def parse(body: str, where: str, csv_format: bool) -> Registry:
+    """A registry from text (a file's or an HTTP body's): CSV, else YAML (JSON is YAML)."""
+    if csv_format:
+        return _from_csv_text(body, where)
+    try:
+        doc = yaml.safe_load(body) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot read registry {where}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"invalid registry {where}: expected a mapping at the top level")
+    try:
+        return Registry.model_validate(doc)
+    except ValidationError as exc:
+        raise ValueError(f"invalid registry {where}:\n{describe_errors(exc)}") from exc
+
+
 def _from_csv(path: Path) -> Registry:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read registry file {path}: {exc}") from exc
+    return _from_csv_text(text, f"file {path}")
+
+
+def _from_csv_text(text: str, where: str) -> Registry:
+    path = where
     reader = csv.DictReader(io.StringIO(text))
     columns = set(reader.fieldnames or ())
     if "identity" not in columns:
-        raise ValueError(f"invalid registry file {path}: no `identity` column")
+        raise ValueError(f"invalid registry {path}: no `identity` column")
     unknown = columns - {"identity", *DIMENSIONS}
     if unknown:
-        raise ValueError(f"invalid registry file {path}: unknown columns {sorted(unknown)}")
+        raise ValueError(f"invalid registry {path}: unknown columns {sorted(unknown)}")
     identities: dict[str, Mapping[str, str]] = {}
     problems: list[str] = []
     for line, row in enumerate(reader, start=2):
@@ -118,11 +141,11 @@ def _from_csv(path: Path) -> Registry:
             continue
         identities[identity] = {k: v.strip() for k, v in row.items() if k in DIMENSIONS and v}
     if problems:
-        raise ValueError(f"invalid registry file {path}:\n" + "\n".join(problems))
+        raise ValueError(f"invalid registry {path}:\n" + "\n".join(problems))
     try:
         return Registry.model_validate({"identities": identities})
     except ValidationError as exc:
-        raise ValueError(f"invalid registry file {path}:\n{describe_errors(exc)}") from exc
+        raise ValueError(f"invalid registry {path}:\n{describe_errors(exc)}") from exc
 
 
 RollupTargets = tuple[tuple[str, str], ...]  # ((dimension, value), ...) an event adds to

@@ -29,6 +29,7 @@ from meterguard.streams.decoding.decode import (
 from meterguard.streams.decoding.trace_attribution import HeldSpan, SpanLink
 from meterguard.streams.delivery.deliverer import install_delivery
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
+from meterguard.streams.runtime.registry_feed import refreshed
 from meterguard.streams.runtime.trace_holds import TraceHolds
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
@@ -106,6 +107,17 @@ def create_app(settings: Settings) -> faust.App:
                     await retrying(lambda s=settled: holds.release(s), log=log)  # type: ignore[misc]
             metrics.count_formats(formats, ignored)  # once per batch, not per message
             await _count_dead(dead)
+
+    if settings.registry_url:
+        url = settings.registry_url
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def refresh_registry() -> None:
+            """The owners' catalogue at start, then every MG_REGISTRY_REFRESH_S; a failed
+            fetch keeps what the worker has."""
+            while not app.should_stop:
+                pipeline.registry = await refreshed(url, pipeline.registry)
+                await app.sleep(settings.registry_refresh_s)
 
     @app.task  # type: ignore[untyped-decorator]
     async def apply_waiting_rollups() -> None:
