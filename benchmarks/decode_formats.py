@@ -60,7 +60,7 @@ def main() -> None:
             f"{name:<26}{result.format:<20}{events:>7}{us:>10.1f}{us / max(1, events):>10.1f}"
             f"{native_us:>17.1f}"
         )
-    line = (DATA / "litellm_spend_log.native.jsonl").read_bytes().splitlines()[0]
+    line = (DATA / "litellm_spend_logs_payload.native.jsonl").read_bytes().splitlines()[0]
     plain = per_call_us(lambda: decode(line, now), args.seconds)
     detected = per_call_us(lambda: decode_message(line, None, now), args.seconds)
     print(

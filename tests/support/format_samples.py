@@ -5,7 +5,8 @@ emits it, `NAME.headers.json` its Kafka headers (when it has any), and `NAME.nat
 same traffic as native events, one per line, in input order. `make_NAME.py` made them with the
 real producer library (`.venv/bin/python tests/data/formats/make_NAME.py [OUT_DIR]`; ids and
 times fixed, so a run reproduces the committed files byte for byte), writing the twin from its
-own inputs, never from our decoder. The exceptions are listed in HAND_TYPED.
+own inputs, never from our decoder. Every sample has its generator: none is typed by hand. A
+test that needs an edge case edits a parsed copy of a sample (tests/unit/test_formats_records.py).
 """
 
 from __future__ import annotations
@@ -23,22 +24,6 @@ SAMPLES = sorted(
     ]
     + [p.name.removesuffix(".pb") for p in DATA.glob("*.pb")]
 )
-
-# Samples still typed by hand, and why they stay: other tests read them by name and rely on
-# what was typed. Their real-producer counterparts are samples too.
-HAND_TYPED = {
-    "otlp_openai_agent": (
-        "its span tree (span ids, four scopes, an agent span with usage, a second "
-        "'report-writer' resource with OpenLIT-style attributes) is what "
-        "tests/unit/test_formats_records.py and test_formats_mapping.py mutate and count; "
-        "otlp_openai_agents_v2 is what the OpenAI Agents instrumentation really writes"
-    ),
-    "litellm_spend_log": (
-        "a spend-log row with `metadata` as an object, which "
-        "tests/unit/test_formats_records.py and test_formats_mapping.py edit as a dict; the row "
-        "LiteLLM really writes (`metadata` a JSON string) is litellm_spend_logs_payload"
-    ),
-}
 
 # Real producer output our decoder reads differently from what the traffic was: name -> what
 # differs (the tests of these samples are strict xfails until the decoder is fixed). Empty:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,9 +47,11 @@ def test_a_partial_section_keeps_the_other_defaults(tmp_path: Path) -> None:
 
 
 def test_identity_falls_back_along_the_chain(tmp_path: Path) -> None:
-    row = orjson.loads((DATA / "litellm_spend_log.json").read_bytes())
-    assert one_event(orjson.dumps(row), DEFAULT_MAPPING).identity == "agent-ticket-router"
-    row["metadata"]["user_api_key_alias"] = None
+    row = orjson.loads((DATA / "litellm_spend_logs_payload.json").read_bytes())
+    assert one_event(orjson.dumps(row), DEFAULT_MAPPING).identity == "acme-prod-key"
+    metadata = orjson.loads(row["metadata"])  # a JSON string in the row, as LiteLLM writes it
+    metadata["user_api_key_alias"] = None
+    row["metadata"] = json.dumps(metadata)
     assert one_event(orjson.dumps(row), DEFAULT_MAPPING).identity == row["api_key"]
     row["end_user"] = "customer-42"
     mapping = load(tmp_path, "litellm:\n  identity: [end_user, api_key]\n")
@@ -81,7 +84,7 @@ def test_header_paths_and_defaults(tmp_path: Path) -> None:
 
 
 def test_otlp_resource_and_span_prefixes(tmp_path: Path) -> None:
-    value = (DATA / "otlp_openai_agent.json").read_bytes()
+    value = (DATA / "otlp_collector_two_services.json").read_bytes()
     mapping = load(
         tmp_path, "otlp:\n  identity: ['span:gen_ai.agent.name', 'resource:service.name']\n"
     )
@@ -91,12 +94,13 @@ def test_otlp_resource_and_span_prefixes(tmp_path: Path) -> None:
 
 
 def test_otlp_cost_from_a_mapped_attribute(tmp_path: Path) -> None:
-    doc = orjson.loads((DATA / "otlp_openai_agent.json").read_bytes())
-    resource = doc["resourceSpans"][0]["resource"]["attributes"]
+    doc = orjson.loads((DATA / "otlp_collector_two_services.json").read_bytes())
+    resource = doc["resourceSpans"][0]["resource"]["attributes"]  # support-agent's
     resource.append({"key": "llm.cost.flat_usd", "value": {"doubleValue": 0.0021}})
     mapping = load(tmp_path, "otlp:\n  cost_usd: [gen_ai.usage.cost, llm.cost.flat_usd]\n")
     events = decode_message(orjson.dumps(doc), None, INGEST, mapping=mapping).events
-    # The report-writer span has its own gen_ai.usage.cost; the others take the resource's.
+    # The report-writer span has its own gen_ai.usage.cost (OpenLIT's); the others take the
+    # resource's.
     assert [str(e.cost_usd) for e in events] == ["0.0021"] * 4 + ["0.0102"]
 
 

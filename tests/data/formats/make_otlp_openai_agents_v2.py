@@ -90,8 +90,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_
 
 HERE = Path(__file__).resolve().parent
 NAME = "otlp_openai_agents_v2"
-# Trace ids of their own: otlp_openai_agent (hand-typed) uses 5b8efff7..., and both samples are
-# produced to one topic in tests/integration/test_formats_samples_broker.py.
+# Trace ids of their own: otlp_collector_two_services uses 5b8efff7... (and the same span ids),
+# and both samples are produced to one topic in tests/integration/test_formats_samples_broker.py.
 RUN1, RUN2 = 0x6C9F00A8A9149214E37AC744924FD71D, 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_IDS = [  # in the order the spans start
     0xEEE19B7EC3C1B174,  # run 1: Agent workflow
