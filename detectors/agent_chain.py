@@ -13,6 +13,10 @@ learning its first hour, an identity's findings are:
 * cost amplification (evidence, never alone): the trace it is part of has cost
   `amplification` times what traces through this identity usually cost by the time they
   reach it (geometric mean, learnt).
+
+An alert names the chain behind the minute's findings: of the traces whose calls raised them,
+the costliest, by its root identity (who started the chain, once its root span is known) and
+its total cost so far (`root_identity`, `trace_id`, `chain_cost_usd` in the evidence).
 """
 
 from __future__ import annotations
@@ -55,10 +59,27 @@ class AgentChainDetector(MinuteDetector):
         self.trace_costs_seen = 0
         # finding kind -> [count, worst value] since the last scored minute
         self.pending: dict[str, list[Any]] = {}
+        # The costliest trace among those findings: [root identity, trace id, cost so far].
+        self.chain: list[Any] | None = None
 
     def observe_one(self, facts: EventFacts) -> None:
         if facts.depth is None and facts.caller is None:
             return
+        before = self._findings()
+        self._observe(facts)
+        if facts.depth is not None and self._findings() > before:
+            self._note_chain(facts)
+
+    def _findings(self) -> int:
+        return sum(int(entry[0]) for entry in self.pending.values())
+
+    def _note_chain(self, facts: EventFacts) -> None:
+        cost = facts.trace_cost_nano_usd
+        held = self.chain
+        if held is None or cost > held[2] or (cost == held[2] and held[0] is None):
+            self.chain = [facts.trace_root, facts.trace_id, cost]
+
+    def _observe(self, facts: EventFacts) -> None:
         learning = self.contact.observe(facts.minute)
         if facts.caller and facts.caller not in self.callers:
             if not learning:
@@ -131,10 +152,18 @@ class AgentChainDetector(MinuteDetector):
             kind: {"count": c, "worst": v} for kind, (c, v) in self.pending.items()
         }
         evidence["normal_depth"] = self.normal_depth
+        if self.chain is not None:
+            root, trace_id, cost = self.chain
+            evidence["root_identity"] = root
+            evidence["trace_id"] = trace_id
+            evidence["chain_cost_usd"] = round(cost / 1e9, 9)
+            who = f"chain started by {root!r}" if root else "chain root not known yet"
+            parts.append(f"{who}, its trace's cost so far {usd(cost)}")
         return Verdict(score=score, evidence=evidence, reason="; ".join(parts))
 
     def learn_one(self, window: MinuteWindow, *, anomalous: bool = False) -> None:
         self.pending = {}  # findings are reported once, with the minute they fell in
+        self.chain = None
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -144,6 +173,7 @@ class AgentChainDetector(MinuteDetector):
             "log_trace_cost": self.log_trace_cost,
             "trace_costs_seen": self.trace_costs_seen,
             "pending": self.pending,
+            "chain": self.chain,
         }
 
     @classmethod
@@ -155,4 +185,12 @@ class AgentChainDetector(MinuteDetector):
         d.log_trace_cost = float(state["log_trace_cost"])
         d.trace_costs_seen = int(state["trace_costs_seen"])
         d.pending = {k: list(v) for k, v in state["pending"].items()}
+        chain = state.get("chain")  # absent from checkpoints written before it existed
+        d.chain = list(chain) if chain else None
         return d
+
+
+def usd(nano: int) -> str:
+    """A cost for a sentence: cents from a dollar up, three significant digits below."""
+    value = nano / 1e9
+    return f"${value:,.2f}" if value >= 1 else f"${value:.3g}"

@@ -58,6 +58,7 @@ class EventFacts:
     fanout: int = 0
     trace_root: str | None = None
     trace_cost_nano_usd: int = 0  # the trace's cost so far, every identity's spans included
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import orjson
 import redis.asyncio as aioredis
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -55,6 +56,7 @@ class ReplaySummary:
     alerts: int = 0
     commands: int = 0
     stats: dict[str, int] = field(default_factory=dict)
+    namespace: str = ""  # the run's Redis key prefix (kept with keep_state)
 
 
 @dataclass
@@ -160,7 +162,7 @@ class ReplayRun:
         self.decoder = OfflineDecoder(DecodeContext.of(settings))
         self.outputs = outputs
         self.keep_state = keep_state
-        self.summary = ReplaySummary()
+        self.summary = ReplaySummary(namespace=self.namespace)
         self.collect = collect
         self.alerts: list[Alert] = []
         self.commands: list[ThrottleCommand] = []
@@ -256,7 +258,9 @@ async def replay_progress(
         return
     speed = TransferSpeedColumn() if in_bytes else MofNCompleteColumn()
     columns = (TextColumn("replay {task.description}"), BarColumn(), speed, TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
+    # stderr, as every command's progress: stdout stays for what a command prints (the kept
+    # namespace of --keep-namespace, the what-if report).
+    with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
         task = bar.add_task(name, total=total)
 
         def advance(completed: int, new_total: int | None) -> None:

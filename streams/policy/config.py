@@ -7,6 +7,7 @@ transition in `episodes.py` only reads it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -102,6 +103,78 @@ class BudgetSpec(BaseModel):
     monthly_usd: float | None = Field(default=None, gt=0)
 
 
+GroupDimension = Literal["team", "business_unit", "environment"]
+GROUP_DIMENSIONS: tuple[GroupDimension, ...] = ("team", "business_unit", "environment")
+BudgetPeriod = Literal["hour", "day", "month"]  # UTC calendar, event time ("hour": for tests)
+CapAction = Literal["alert", "throttle", "block"]
+
+
+class CapThrottle(BaseModel):
+    """The limits every identity of a group gets at its cap (`at_cap: throttle`), per
+    identity; a limit left out is the policy's floor (`min_requests_per_minute`,
+    `min_tokens_per_minute`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
+class GroupBudget(BaseModel):
+    """One team's, business unit's or environment's budget (policy/group_budgets.py): a
+    limit in USD and/or tokens per period, warnings at fractions of it (each once per
+    period), and what happens to every identity of the group at the cap."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limit_usd: float | None = Field(default=None, gt=0)
+    limit_tokens: int | None = Field(default=None, gt=0)
+    period: BudgetPeriod = "month"
+    warn_at: tuple[float, ...] = Field(default=(0.5, 0.8, 0.95), max_length=10)
+    at_cap: CapAction = "alert"
+    throttle: CapThrottle | None = None
+
+    @field_validator("warn_at")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        for fraction in value:
+            if not 0 < fraction < 1:
+                raise ValueError(f"{fraction} is not a fraction in (0, 1): the cap itself is 1")
+        for before, after in pairwise(value):
+            if after <= before:
+                raise ValueError(f"fractions must increase: {after} follows {before}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GroupBudget:
+        if self.limit_usd is None and self.limit_tokens is None:
+            raise ValueError("a budget needs limit_usd, limit_tokens or both")
+        if self.throttle is not None and self.at_cap != "throttle":
+            raise ValueError(
+                f"throttle limits are only used with at_cap: throttle, not {self.at_cap}"
+            )
+        return self
+
+
+class GroupBudgets(BaseModel):
+    """`group_budgets:` budgets per team, business unit and environment, keyed by the
+    registry's names (streams/policy/registry.py decides who belongs to which group)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    team: dict[str, GroupBudget] = Field(default_factory=dict)
+    business_unit: dict[str, GroupBudget] = Field(default_factory=dict)
+    environment: dict[str, GroupBudget] = Field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.team or self.business_unit or self.environment)
+
+    def of(self, dimension: str) -> dict[str, GroupBudget]:
+        found: dict[str, GroupBudget] = getattr(self, dimension)
+        return found
+
+
 def _default_environments() -> dict[str, EnvironmentPolicy]:
     return {
         "prod": EnvironmentPolicy(),
@@ -130,6 +203,8 @@ class PolicyConfig(BaseModel):
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     default_budget: BudgetSpec | None = None
     budget_warn_at: float = Field(default=0.8, gt=0, lt=1)
+    # Budgets of teams, business units and environments (policy/group_budgets.py).
+    group_budgets: GroupBudgets = GroupBudgets()
     routing: RoutingConfig = RoutingConfig()  # alert destinations' filters (sinks/routing.py)
 
     @field_validator("environments", mode="before")

@@ -126,6 +126,10 @@ def create_app(settings: Settings) -> faust.App:
         applied = await retrying(lambda: store.rollups.sweep(), log=log)
         if applied:
             log.info("applied %d roll-up steps a stopped worker left", applied)
+        # Root-caller credits likewise, for traces no batch touches again (store/driven.py).
+        credited = await retrying(lambda: store.traces.sweep(), log=log)
+        if credited:
+            log.info("applied %d root-cost credits a stopped worker left", credited)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def settle_held_spans() -> None:

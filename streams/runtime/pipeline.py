@@ -25,9 +25,11 @@ from meterguard.models import Alert, MeteringEvent, ThrottleCommand, utc_now
 from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.policy.episodes import Attribution, ScoredMinute, decide
 from meterguard.streams.policy.registry import Registry, rollup_targets
+from meterguard.streams.runtime.group_budget_check import GroupBudgetCheck
 from meterguard.streams.runtime.identity_state import IdentityState
 from meterguard.streams.runtime.peer_rates import peer_group, peer_rates, report_due
 from meterguard.streams.store import Store
+from meterguard.streams.store.budget_marks import Claim
 from meterguard.streams.store.peers import PeerGroup, PeerLevels, PeerReport
 from meterguard.streams.store.rollups import pack_groups
 from meterguard.streams.store.traces import SpanLink, SpanPlace
@@ -60,6 +62,8 @@ class BatchOutcome:
     # both written with the checkpoint.
     peer_reports: list[PeerReport] = field(default_factory=list)
     stale_peers: dict[PeerGroup, list[str]] = field(default_factory=dict)
+    # Group-budget marks claimed for this batch's alerts: confirmed by commit, after publishing.
+    budget_claims: list[Claim] = field(default_factory=list)
 
 
 HOUR_MS = 60 * MINUTE_MS
@@ -74,6 +78,7 @@ class Pipeline:
         self.policy = policy
         self.registry = registry if registry is not None else Registry()
         self.lateness_ms = store.config.allowed_lateness_s * 1000
+        self._group_budgets = GroupBudgetCheck(store, self.lateness_ms)
 
     async def process(self, events: list[MeteringEvent]) -> BatchOutcome:
         groups: dict[str, list[int]] = defaultdict(list)
@@ -119,7 +124,20 @@ class Pipeline:
             for i, item in zip(indices, scored, strict=True):
                 per_event[i] = item
         outcome.scores = [s for s in per_event if s is not None]
+        await self._check_group_budgets(events, outcome)
         return outcome
+
+    async def _check_group_budgets(self, events: list[MeteringEvent], out: BatchOutcome) -> None:
+        """Team, business-unit and environment budgets (policy `group_budgets`): the touched
+        groups' warnings, cap alerts and members' commands (runtime/group_budget_check.py).
+        Last in `process`; its claims are confirmed by `commit`, after publishing."""
+        if not self.policy.group_budgets.configured:
+            return
+        now_ms = to_ms(utc_now())
+        found = await self._group_budgets.run(events, self.policy, self.registry, now_ms)
+        out.alerts.extend(found[0])
+        out.commands.extend(found[1])
+        out.budget_claims.extend(found[2])
 
     def _rollup_groups(
         self, batch: dict[str, list[MeteringEvent]]
@@ -140,7 +158,7 @@ class Pipeline:
         outcome.commands = accepted
 
     async def commit(self, outcome: BatchOutcome, now: datetime) -> list[str]:
-        return await self.store.windows.commit(
+        lost = await self.store.windows.commit(
             outcome.commits,
             outcome.stats,
             outcome.usage_by_hour,
@@ -148,6 +166,8 @@ class Pipeline:
             outcome.peer_reports,
             outcome.stale_peers,
         )
+        await self._group_budgets.confirm(outcome.budget_claims)  # published: done
+        return lost
 
     async def _peer_rates(
         self,
@@ -303,12 +323,18 @@ def _linkable(event: MeteringEvent) -> bool:
 
 
 def _span(event: MeteringEvent) -> SpanLink:
+    """The event as a span of its trace, with the usage its root identity is credited."""
     return SpanLink(
         event.trace_id or "",
         event.span_id or "",
         event.parent_span_id,
         event.identity,
         event.cost_nano_usd,
+        hour=event.event_time_ms // HOUR_MS,
+        input_tokens=event.input_tokens,
+        output_tokens=event.output_tokens,
+        cached_tokens=event.cached_tokens,
+        errors=int(event.status == "error"),
     )
 
 
@@ -338,4 +364,5 @@ def event_facts(event: MeteringEvent, span: SpanPlace | None = None) -> EventFac
         fanout=span.fanout if span else 0,
         trace_root=span.root if span else None,
         trace_cost_nano_usd=span.trace_cost_nano_usd if span else 0,
+        trace_id=event.trace_id if span else None,
     )

@@ -3,7 +3,8 @@
     keys.py              key names, StoreConfig, helpers every module shares
     windows.py           ingest (dedupe, lateness; ingest.lua), checkpoints (commit_state.lua),
                          minute window / late / counter / watermark reads
-    traces.py            traces' call trees (trace.lua)
+    traces.py            traces' call trees (trace.lua); root-caller credits (driven.py,
+                         driven.lua): the cost each identity drove downstream, exactly once
     trace_agents.py      OTLP spans held for their agent's span, traces' span links
     throttles.py         which throttle wins (apply_throttle.lua), active throttles
     operator_actions.py  operator release (operator_release.lua), audit log
@@ -62,7 +63,7 @@ def build_store(client: aioredis.Redis, config: StoreConfig) -> Store:
         config=config,
         keys=keys,
         windows=Windows(client, config, keys, history, stats, peers),
-        traces=Traces(client, keys),
+        traces=Traces(client, keys, config),
         throttles=Throttles(client, keys),
         operator=OperatorActions(client, config, keys),
         history=history,

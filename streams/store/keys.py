@@ -11,6 +11,8 @@ the key):
     {prefix}:{<identity>}:state   detector + policy checkpoint (JSON)               windows
     {prefix}:{<identity>}:released hash: alert_id -> operator release command id    throttles
     {prefix}:trace:{<trace_id>}   hash: one trace's call tree (1 h)                 traces
+    {prefix}:trace:{<trace_id>}:credits  hash: root-caller credits to apply         traces
+    {prefix}:rollup:{driven|<root>}[:applied]  cost a root identity drove, per hour driven
     {prefix}:tagents:{<trace_id>} hash: span links, held OTLP spans, decisions (1 h) trace_agents
     {prefix}:tagents-due          zset: trace_id -> earliest hold end               trace_agents
     {prefix}:throttle:{<identity>} active ThrottleCommand JSON, TTL = its expiry    throttles

@@ -10,10 +10,19 @@ Keys:
                                           the hour) -> "calls,in,out,cached,cost_nano,errors";
                                           lo/hi: the minutes kept
     {prefix}:rollup:{<dim>|<value>}:applied  zset: "<identity>#<sequence>" -> applied at (ms)
+    {prefix}:rollup-members:{<dim>|<value>}  set: the identities seen in a team, business
+                                          unit or environment (group budgets' commands)
     {prefix}:rollup-index:<dim>           set: the values seen (report listing)
     {prefix}:unregistered                 set: identities a configured registry does not list
 
 `<value>` is percent-encoded (peer groups' rule), the empty value is "(unassigned)".
+
+Redis Cluster: a roll-up, its `applied` zset and its `rollup-members` set share the hash tag
+`{<dim>|<value>}` (store/budget_marks.py's marks too). The members set is written by SADD
+(+ EXPIRE) alone, after the roll-up's script, never inside a script with another key: an
+identity's step adds itself to each group it counts in, idempotently (a step applied again
+after a crash adds nothing new). Only `team`, `business_unit` and `environment` keep
+members: budgets act on those groups, and a model's "members" would be most identities.
 
 Exactly once across hash slots (Redis Cluster): ingest.lua cannot touch a team's key, so it
 leaves its deltas in the identity's own `rollout`; `apply` adds them to each roll-up with
@@ -48,6 +57,7 @@ UNASSIGNED_LABEL = "(unassigned)"
 # to restate.
 ROLLUP_TTL_S = 400 * 24 * 3600
 GROUP_SEPARATOR = "\t"
+MEMBER_DIMENSIONS = frozenset({"team", "business_unit", "environment"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,9 @@ class Rollups:
     def key(self, dimension: str, value: str) -> str:
         return f"{self._keys.prefix}:rollup:{{{dimension}|{quote(value, safe='')}}}"
 
+    def members_key(self, dimension: str, value: str) -> str:
+        return f"{self._keys.prefix}:rollup-members:{{{dimension}|{quote(value, safe='')}}}"
+
     def _index(self, dimension: str) -> str:
         return f"{self._keys.prefix}:rollup-index:{dimension}"
 
@@ -105,10 +118,13 @@ class Rollups:
         if not steps:
             return 0
         calls: list[tuple[str, str, str]] = []  # (dimension, value, token) per script call
+        members: set[tuple[str, str, str]] = set()  # (dimension, value, identity)
         async with self._redis.pipeline(transaction=False) as pipe:
             for step in steps:
                 token = f"{step.identity}#{step.sequence}"
                 for (dimension, value), lines in _targets(step.payload).items():
+                    if dimension in MEMBER_DIMENSIONS:
+                        members.add((dimension, value, step.identity))
                     key = self.key(dimension, value)
                     args: list[str | int] = [
                         token,
@@ -124,6 +140,10 @@ class Rollups:
         async with self._redis.pipeline(transaction=False) as pipe:
             for dimension, value in {(d, v) for d, v, _ in calls}:
                 pipe.sadd(self._index(dimension), value)
+            for dimension, value, identity in sorted(members):
+                pipe.sadd(self.members_key(dimension, value), identity)
+            for dimension, value in sorted({(d, v) for d, v, _ in members}):
+                pipe.expire(self.members_key(dimension, value), ROLLUP_TTL_S)
             for step in steps:
                 pipe.hdel(self._keys.identity_key(step.identity, "rollout"), step.sequence)
             await pipe.execute()
@@ -155,6 +175,37 @@ class Rollups:
                 out.hours[n] = unpack_row(n * 60, packed)
             else:
                 out.late_hours[n] = unpack_row(n * 60, packed)
+        return out
+
+    async def members(self, groups: Sequence[tuple[str, str]]) -> list[list[str]]:
+        """The identities seen in each (dimension, value): team, business unit, environment
+        (one round trip)."""
+        if not groups:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for dimension, value in groups:
+                pipe.smembers(self.members_key(dimension, value))
+            replies = await pipe.execute()
+        return [sorted(text(v) for v in reply) for reply in replies]
+
+    async def hour_totals(
+        self, spans: Sequence[tuple[str, str, range]]
+    ) -> list[tuple[MinuteWindow, int | None]]:
+        """Per (dimension, value, epoch hours): the sum of those hour rows (late events
+        included) and the roll-up's newest minute (`hi`, None if it has none); one round
+        trip for all of them."""
+        if not spans:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for dimension, value, hours in spans:
+                pipe.hmget(self.key(dimension, value), ["hi", *(f"h{h}" for h in hours)])
+            replies = await pipe.execute()
+        out = []
+        for reply in replies:
+            hi, *rows = reply
+            found = {i: unpack_row(0, row) for i, row in enumerate(rows) if row}
+            newest = int(text(hi)) if hi else -1  # -1: only late rows so far
+            out.append((totals(found), newest if newest >= 0 else None))
         return out
 
     async def sweep(self, now_ms: int | None = None) -> int:

@@ -11,6 +11,7 @@ import typer
 
 from meterguard.streams.tools.cli_common import err, load_settings
 from meterguard.streams.tools.cli_offline import reconcile, replay
+from meterguard.streams.tools.cli_report import report
 from meterguard.streams.tools.cli_traffic import evaluate, simulate
 
 cli = typer.Typer(
@@ -83,7 +84,7 @@ def demo(
     )
 
 
-for command in (simulate, replay, reconcile, evaluate):
+for command in (simulate, replay, reconcile, report, evaluate):
     cli.command()(command)
 
 

@@ -118,6 +118,13 @@ def replay(
     diff_out: Annotated[
         Path | None, typer.Option(help="with --compare-policy: write the diff (JSON) here")
     ] = None,
+    keep_namespace: Annotated[
+        bool,
+        typer.Option(
+            help="keep the replay's Redis namespace (MG_REDIS_URL) and print it on stdout, for "
+            "`meterguard report --namespace` or `reconcile` (MG_KEY_PREFIX)"
+        ),
+    ] = False,
 ) -> None:
     """The worker's windows, detectors and policy on a file or a topic range, in order, in a
     fresh namespace. A topic is read in (record timestamp, partition, offset) order and stops
@@ -145,6 +152,12 @@ def replay(
         raise typer.Exit(2)
     if (events is None) == (topic is None):
         err.print("[red]give an EVENTS file or --topic, one of them[/red]")
+        raise typer.Exit(2)
+    if keep_namespace and (policies is not None or not settings.redis_url):
+        err.print(
+            "[red]--keep-namespace keeps one replay's namespace in MG_REDIS_URL[/red] "
+            "(set it; not with --compare-policy)"
+        )
         raise typer.Exit(2)
     if topic is None and any(v is not None for v in (from_offset, to_offset, from_time, to_time)):
         err.print("[red]--from-*/--to-* select a range of a --topic[/red]")
@@ -175,12 +188,13 @@ def replay(
         if selection is not None:
             return asyncio.run(
                 replay_topic(require_broker(settings), selection, outputs, settings, redis_url,
-                             batch_size, progress, warn=warn)
+                             batch_size, progress, keep_namespace, warn=warn)
             )  # fmt: skip
         assert events is not None
         return asyncio.run(
-            replay_file(events, outputs, settings, redis_url, batch_size, progress, kcat=kcat)
-        )
+            replay_file(events, outputs, settings, redis_url, batch_size, progress,
+                        keep_namespace, kcat=kcat)
+        )  # fmt: skip
 
     started = time.monotonic()
     try:
@@ -196,6 +210,9 @@ def replay(
     unit = "records" if topic else "lines"
     if not isinstance(result, Comparison):
         _print_summary(result, _outputs(result), elapsed, unit)
+        if keep_namespace:
+            err.print(f"namespace kept: {result.namespace} (meterguard report --namespace …)")
+            print(result.namespace)
         return
     current, candidate = str(compare_policy), str(policy)
     both = f"{_outputs(result.current)} under {current}; {_outputs(result.candidate)} under "

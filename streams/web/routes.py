@@ -25,6 +25,7 @@ from meterguard.streams.store import Store
 from meterguard.streams.web import operator
 from meterguard.streams.web.dashboard import register_dashboard_routes
 from meterguard.streams.web.ingest_routes import register_ingest_routes
+from meterguard.streams.web.report_routes import register_report_routes
 from meterguard.streams.web.throttle_feed import CLOSED, ThrottleFeed, format_sse
 
 log = logging.getLogger("meterguard.web")
@@ -37,6 +38,7 @@ def register_routes(app: faust.App, store: Store, settings: Settings) -> None:
     feed = ThrottleFeed(store.redis, store.keys.throttle_channel)
     register_dashboard_routes(app, store)  # GET /, its static files and JSON
     register_ingest_routes(app, settings)  # POST /api/events, POST /v1/traces
+    register_report_routes(app, store)  # GET /api/report, GET /api/report/unregistered
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stub wants signal=
     async def _end_streams(app: faust.App, **kwargs: Any) -> None:

@@ -23,7 +23,12 @@ from meterguard.streams.decoding.decode import decode_message
 from meterguard.streams.decoding.formats import OTLP_PROTOBUF
 from tests.support.otel_sdk import capturing_tracer
 
-INGEST = datetime.now(UTC) + timedelta(minutes=1)
+
+def ingest_now() -> datetime:
+    # Read when decoding, not at collection: the spans are made with the wall clock, and in
+    # the full suite this module's tests run minutes after it is collected (beyond the
+    # 5-minute future-skew limit, which then dead-letters them).
+    return datetime.now(UTC) + timedelta(minutes=1)
 
 
 def sdk_spans() -> list[ReadableSpan]:
@@ -97,7 +102,7 @@ def test_the_sdk_exports_children_before_their_parent(spans) -> None:
 def test_a_protobuf_export_without_any_header_becomes_its_chat_calls(spans) -> None:
     value = encode_spans(spans).SerializeToString()
     assert value[:1] == b"\x0a"  # field 1, resource_spans: what the sniffing relies on
-    result = decode_message(value, [], INGEST)
+    result = decode_message(value, [], ingest_now())
     assert result.format == OTLP_PROTOBUF
     assert result.dead_letters == []
     assert result.ignored == 1  # the invoke_agent span: it wraps its children's usage
@@ -110,7 +115,8 @@ def test_a_protobuf_export_without_any_header_becomes_its_chat_calls(spans) -> N
 
 def test_protobuf_and_otlp_json_of_one_export_give_the_same_events(spans) -> None:
     request = encode_spans(spans)
-    from_proto = decode_message(request.SerializeToString(), [], INGEST)
+    at = ingest_now()
+    from_proto = decode_message(request.SerializeToString(), [], at)
     doc = json_format.MessageToDict(request, use_integers_for_enums=True)
     for rs in doc["resourceSpans"]:  # OTLP/JSON ids are hex (opentelemetry-proto spec)
         for ss in rs["scopeSpans"]:
@@ -118,7 +124,7 @@ def test_protobuf_and_otlp_json_of_one_export_give_the_same_events(spans) -> Non
                 for key in ("traceId", "spanId", "parentSpanId"):
                     if key in span:
                         span[key] = base64.b64decode(span[key]).hex()
-    from_json = decode_message(orjson.dumps(doc), [], INGEST)
+    from_json = decode_message(orjson.dumps(doc), [], at)
     assert from_json.format == "otlp"
     assert len(from_json.events) == 2
     assert [e.model_dump() for e in from_json.events] == [e.model_dump() for e in from_proto.events]
@@ -126,7 +132,7 @@ def test_protobuf_and_otlp_json_of_one_export_give_the_same_events(spans) -> Non
 
 def test_the_protobuf_content_type_header_is_read_not_refused(spans) -> None:
     value = encode_spans(spans).SerializeToString()
-    result = decode_message(value, [("content-type", b"application/x-protobuf")], INGEST)
+    result = decode_message(value, [("content-type", b"application/x-protobuf")], ingest_now())
     assert len(result.events) == 2 and result.format == OTLP_PROTOBUF
 
 
@@ -140,7 +146,7 @@ def test_the_protobuf_content_type_header_is_read_not_refused(spans) -> None:
     ],
 )
 def test_unreadable_bytes_are_dead_lettered_with_a_reason(value, headers, reason) -> None:
-    result = decode_message(value, headers, INGEST)
+    result = decode_message(value, headers, ingest_now())
     assert len(result.items) == 1
     letter = result.items[0]
     assert isinstance(letter, DeadLetter)
@@ -169,7 +175,7 @@ def test_wrapper_and_memory_operations_are_ignored_and_a_remote_agent_call_is_co
             pass
     provider.shutdown()
     value = encode_spans(exporter.get_finished_spans()).SerializeToString()
-    result = decode_message(value, [], INGEST)
+    result = decode_message(value, [], ingest_now())
     assert result.dead_letters == []
     assert result.ignored == 5  # workflow, plan, two memory operations, the local agent
     (event,) = result.events
