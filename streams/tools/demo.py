@@ -38,6 +38,7 @@ from meterguard.streams.simulation.incident_plan import plan_incidents
 from meterguard.streams.simulation.simulate import generate
 from meterguard.streams.simulation.traffic import PacedClock, produce_paced
 from meterguard.streams.store import build_store
+from meterguard.streams.tools.demo_spend import SpendView, read_spend, spend_summary, spend_tables
 from meterguard.streams.tools.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
@@ -89,6 +90,7 @@ class Screen:
     rate: float = 0.0
     sim_time: datetime | None = None
     deliveries: dict[str, float] = field(default_factory=dict)  # outcome -> count (all sinks)
+    spend: SpendView = field(default_factory=SpendView)
 
 
 def run_demo(
@@ -261,6 +263,7 @@ async def _run(
         + (f"; alert deliveries: {sent}" if sent else ""),
         soft_wrap=True,  # one line, whatever the terminal's width: scripts read it
     )
+    console.print(spend_summary(screen.spend), soft_wrap=True)
 
 
 async def _follow_outputs(settings: Settings, screen: Screen, stop: asyncio.Event) -> None:
@@ -297,6 +300,7 @@ async def _poll_stats(settings: Settings, screen: Screen, stop: asyncio.Event) -
         while not stop.is_set():
             screen.stats = await store.stats.pipeline_counters()
             screen.top = await store.history.top_identities(8)
+            screen.spend = await read_spend(store)
             now, counted = time.monotonic(), screen.stats.get("events_new", 0)
             screen.rate = (counted - last[1]) / max(now - last[0], 1e-6)
             last = (now, counted)
@@ -363,4 +367,5 @@ def _render(screen: Screen, clock: PacedClock) -> Group:
             f"{limits['tokens_per_minute']:,}",
             c["expires_at"][11:19],
         )
-    return Group(head, top, alerts, throttles)
+    teams, driven = spend_tables(screen.spend)
+    return Group(head, top, teams, driven, alerts, throttles)

@@ -72,6 +72,11 @@ def test_demo_shows_alerts_and_throttles_within_its_first_minute_and_leaves_noth
     alerts, throttled = int(summary[1]), int(summary[2])
     assert alerts >= 3 and throttled >= 1
     assert "critical" in out
+    # Spend per team (exact roll-ups) and the roots that drove cost downstream (issue 12).
+    spend = re.search(r"spend per team: (.+); top cost driven: (.+)", out)
+    assert spend, out[-3000:]
+    assert re.search(r"\$[\d,]+\.\d\d", spend[1]) and spend[2] != "none"
+    assert "spend per team so far" in out and "cost driven downstream" in out
     for _kind, identity in injected:  # every injected incident shows up as an alert
         assert f"{identity}: " in out
     assert (tmp_path / ".meterguard").is_dir()
