@@ -57,6 +57,9 @@ CSV_COLUMNS = (
     "errors",
     "late_calls",  # of `calls`, those that arrived after their minute was final
     "late_cost_usd",
+    # --by identity: the cost of other identities' calls in traces this identity started
+    # (root-caller attribution, store/driven.py); empty for other dimensions
+    "driven_cost_usd",
     "period_from",
     "period_to",
 )
@@ -198,9 +201,13 @@ class Line:
     group: str
     usage: Usage
     late: Usage
+    driven: Usage | None = None  # --by identity: the cost it drove downstream
 
     def to_dict(self) -> dict[str, Any]:
-        return {"group": self.group, **self.usage.to_dict(), "late": self.late.to_dict()}
+        out = {"group": self.group, **self.usage.to_dict(), "late": self.late.to_dict()}
+        if self.driven is not None:
+            out["driven"] = self.driven.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,7 @@ def build(
     namespace: str,
     groups: Mapping[str, GroupRows],
     unregistered: Mapping[str, GroupRows],
+    driven: Mapping[str, GroupRows] | None = None,
 ) -> Report:
     """The report from each group's rows (group value -> rows; "" is unassigned). Groups
     with no event in the period are left out; unregistered identities never are."""
@@ -263,7 +271,12 @@ def build(
             continue
         group = value or UNASSIGNED_LABEL
         late_hours = {h: u for h, u in held.late.items() if h in period.hours}
-        rows.append(Line(group, sum(hours.values(), Usage()), sum(late_hours.values(), Usage())))
+        caused = None
+        if driven is not None:
+            held_driven = driven.get(value, GroupRows())
+            caused = sum((u for h, u in held_driven.hours.items() if h in period.hours), Usage())
+        own, late_part = sum(hours.values(), Usage()), sum(late_hours.values(), Usage())
+        rows.append(Line(group, own, late_part, caused))
         late += [LateLine(group, h, u) for h, u in late_hours.items() if u.calls]
     rows.sort(key=lambda line: (-line.usage.cost_nano_usd, line.group))
     late.sort(key=lambda line: (line.hour, line.group))
@@ -271,6 +284,7 @@ def build(
         TOTAL_LABEL,
         sum((line.usage for line in rows), Usage()),
         sum((line.late for line in rows), Usage()),
+        None if driven is None else sum((line.driven or Usage() for line in rows), Usage()),
     )
     strays = [
         Unregistered(
@@ -294,7 +308,12 @@ def records(report: Report) -> list[dict[str, Any]]:
     period = report.period.to_dict()
 
     def row(
-        section: str, group: str, hour: int | None, usage: Usage, late: Usage
+        section: str,
+        group: str,
+        hour: int | None,
+        usage: Usage,
+        late: Usage,
+        driven: Usage | None = None,
     ) -> dict[str, Any]:
         return {
             "section": section,
@@ -309,12 +328,16 @@ def records(report: Report) -> list[dict[str, Any]]:
             "errors": usage.errors,
             "late_calls": late.calls,
             "late_cost_usd": late.cost_usd,
+            "driven_cost_usd": None if driven is None else driven.cost_usd,
             "period_from": period["from"],
             "period_to": period["to"],
         }
 
-    out = [row("group", line.group, None, line.usage, line.late) for line in report.rows]
-    out.append(row("total", report.totals.group, None, report.totals.usage, report.totals.late))
+    out = [
+        row("group", line.group, None, line.usage, line.late, line.driven) for line in report.rows
+    ]
+    totals = report.totals
+    out.append(row("total", totals.group, None, totals.usage, totals.late, totals.driven))
     # A late row is late through and through: its late part is all of it.
     out += [row("late", line.group, line.hour, line.usage, line.usage) for line in report.late]
     out += [row("unregistered", u.identity, None, u.usage, Usage()) for u in report.unregistered]

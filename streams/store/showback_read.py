@@ -48,7 +48,12 @@ async def load_report(
         progress(0, total)
     groups = await read_rows(client, rollups, by, values, period, step)
     unregistered = await read_rows(client, rollups, "identity", strays, period, step)
-    return build(by, period, namespace, groups, unregistered)
+    # Per identity, also the cost it drove downstream (store/driven.py keeps it as the
+    # `driven` roll-up of the root identity).
+    driven = (
+        await read_rows(client, rollups, "driven", values, period) if by == "identity" else None
+    )
+    return build(by, period, namespace, groups, unregistered, driven)
 
 
 async def read_rows(

@@ -76,12 +76,18 @@ def render(report: Report, console: Console) -> None:
     totals = [*_usage_cells(report.totals.usage, scale), f"{report.totals.late.calls:,}"]
     totals.append(money(report.totals.late.cost_usd, scale))
     table.add_column(report.by, footer="total")
-    for name, foot in zip((*heads, "late calls", "late cost USD"), totals, strict=True):
+    columns = [*heads, "late calls", "late cost USD"]
+    if report.totals.driven is not None:  # --by identity
+        columns.append("cost driven USD")
+        totals.append(money(report.totals.driven.cost_usd, scale))
+    for name, foot in zip(columns, totals, strict=True):
         table.add_column(name, justify="right", footer=foot)
     for line in report.rows:
         late = ["", ""]
         if line.late.calls:
             late = [f"{line.late.calls:,}", money(line.late.cost_usd, scale)]
+        if line.driven is not None:
+            late.append(money(line.driven.cost_usd, scale) if line.driven.calls else "")
         table.add_row(line.group, *_usage_cells(line.usage, scale), *late)
     console.print(table)
     if report.late:
@@ -147,6 +153,7 @@ def write_parquet(report: Report, path: Path) -> None:
         "hour": pa.timestamp("ms", tz="UTC"),
         "cost_usd": money_type,
         "late_cost_usd": money_type,
+        "driven_cost_usd": money_type,
         "period_from": pa.timestamp("ms", tz="UTC"),
         "period_to": pa.timestamp("ms", tz="UTC"),
     }

@@ -22,6 +22,8 @@ from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.runtime.pipeline import Pipeline
 from meterguard.streams.store import Store, StoreConfig, build_store
 from meterguard.streams.store.rollups import totals
+from meterguard.streams.store.showback import Period
+from meterguard.streams.store.showback_read import load_report
 from meterguard.streams.store.traces import MAX_TRACE_HOPS, SpanLink
 from tests.support.agent_chains import IDENTITIES, deliveries, expected_driven, traces
 
@@ -120,6 +122,16 @@ async def test_own_cost_and_cost_driven_of_a_chain(store: Store):
     # Own cost per identity: the identity roll-up (every event of the identity).
     own = totals((await store.rollups.rows("identity", "agent-a")).hours)
     assert own.cost_nano_usd == 500_000_000
+    # The report by identity shows both: own cost, and cost driven downstream.
+    period = Period(hour, hour + 1)
+    report = await load_report(store.redis, store.rollups, "identity", period, "rc")
+    lines = {line.group: line for line in report.rows}
+    assert lines["agent-a"].usage.cost_usd == Decimal("0.5")
+    assert lines["agent-a"].driven is not None
+    assert lines["agent-a"].driven.cost_usd == Decimal("0.53")
+    assert lines["agent-b"].driven is not None and lines["agent-b"].driven.calls == 0
+    assert report.totals.driven is not None
+    assert report.totals.driven.cost_nano_usd == 530_000_000
 
 
 async def test_a_crash_between_credit_and_apply_loses_and_doubles_nothing(store: Store):
