@@ -17,15 +17,25 @@ def load_yaml_model(model: type[M], path: str | Path | None, what: str) -> M:
     if not path:
         return model()
     try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+    return model_from_yaml(model, text, f"{what} {path}")
+
+
+def model_from_yaml(model: type[M], text: str, where: str) -> M:
+    """`model` from YAML (or JSON) text; ValueError names `where` ("policy file x.yaml",
+    "registry http://…") and every problem."""
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot read {where}: {exc}") from exc
     if not isinstance(doc, dict):
-        raise ValueError(f"invalid {what} {path}: expected a mapping at the top level")
+        raise ValueError(f"invalid {where}: expected a mapping at the top level")
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        raise ValueError(f"invalid {what} {path}:\n{describe_errors(exc)}") from exc
+        raise ValueError(f"invalid {where}:\n{describe_errors(exc)}") from exc
 
 
 def describe_errors(exc: ValidationError) -> str:

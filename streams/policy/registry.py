@@ -24,11 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from meterguard.models import MeteringEvent
-from meterguard.yaml_config import describe_errors, load_yaml_model
+from meterguard.yaml_config import describe_errors, load_yaml_model, model_from_yaml
 
 DIMENSIONS = ("team", "business_unit", "environment", "owner", "workload")
 # Roll-ups are kept for these (store/rollups.py): the levels budgets and showback ask for.
@@ -100,16 +99,7 @@ def parse(body: str, where: str, csv_format: bool) -> Registry:
     """A registry from text (a file's or an HTTP body's): CSV, else YAML (JSON is YAML)."""
     if csv_format:
         return _from_csv_text(body, where)
-    try:
-        doc = yaml.safe_load(body) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"cannot read registry {where}: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"invalid registry {where}: expected a mapping at the top level")
-    try:
-        return Registry.model_validate(doc)
-    except ValidationError as exc:
-        raise ValueError(f"invalid registry {where}:\n{describe_errors(exc)}") from exc
+    return model_from_yaml(Registry, body, f"registry {where}")
 
 
 def _from_csv(path: Path) -> Registry:

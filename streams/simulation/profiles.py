@@ -1,8 +1,9 @@
 """Who the simulated identities are and how they normally behave.
 
-The model price list, the population's categories, teams and environments, the error mix,
-the daily rhythm and hourly batch bursts, and `plan_identities()`: the deterministic
-population of a run, one `IdentityProfile` per non-human identity.
+The model price list, the population's categories, teams (and the business unit of each),
+environments, the error mix, the daily rhythm and hourly batch bursts, and
+`plan_identities()`: the deterministic population of a run, one `IdentityProfile` per
+non-human identity.
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ MODELS: dict[str, tuple[str, float, float, float, float]] = {
 CATEGORIES = {"svc": 0.35, "agent": 0.25, "ci": 0.15, "key": 0.25}
 WORKLOADS = {"svc": "api", "agent": "assistant", "ci": "pipeline", "key": "integration"}
 TEAMS = ("billing", "support", "search", "growth", "platform", "data", "risk", "security")
+# The business unit each team reports to: the generated registry's (registry_plan.py).
+TEAM_BUSINESS_UNITS = {
+    "billing": "finance",
+    "risk": "finance",
+    "support": "customer",
+    "growth": "customer",
+    "search": "product",
+    "data": "product",
+    "platform": "engineering",
+    "security": "engineering",
+}
 CI_JOBS = ("deploy", "eval", "nightly", "test", "index")
 ENVIRONMENTS = {"prod": 0.80, "staging": 0.15, "test": 0.05}
 ERROR_TYPES = {"rate_limit": 0.40, "timeout": 0.25, "server_error": 0.25, "invalid_request": 0.10}

@@ -17,6 +17,9 @@ from meterguard.streams.simulation.config import SimConfig
 IDENTITY_STREAM, INCIDENT_STREAM, TRAFFIC_STREAM = 1, 2, 3
 # The evaluation world's streams, after the classic ones.
 GRAPH_STREAM, WORLD_STREAM, SPEC_STREAM, EXTRA_STREAM = 4, 5, 6, 7
+# The generated identity registry (registry_plan.py) and delivery faults (delivery_faults.py),
+# for every world: they never touch the traffic's own streams.
+REGISTRY_STREAM, FAULT_STREAM = 8, 9
 # The wide world's streams (streams/simulation/wide_*.py): start time, population, its
 # level noise, incidents, each minute's calls, and the sessions starting in each minute.
 WIDE_START_STREAM, WIDE_PEOPLE_STREAM, WIDE_LEVEL_STREAM = 20, 21, 22

@@ -60,6 +60,12 @@ class History:
         raw = await self._redis.lrange(self._keys.alerts_key, 0, limit - 1)
         return [orjson.loads(item) for item in raw]
 
+    async def newest_hour(self) -> int | None:
+        """The newest event-time hour the rankings hold (their "now", and the dashboard's);
+        None before any usage was counted."""
+        newest = await self._redis.zrevrange(self._keys.top_key("hours"), 0, 0)
+        return int(cast(bytes, newest[0])) if newest else None
+
     async def top_identities(self, n: int, hours: int = 2) -> list[tuple[str, float]]:
         """The `n` identities with the most tokens in the newest `hours` event-time hours
         (the newest one is still filling up), highest first."""

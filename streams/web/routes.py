@@ -36,7 +36,7 @@ MAX_BODY = 16_384
 
 def register_routes(app: faust.App, store: Store, settings: Settings) -> None:
     feed = ThrottleFeed(store.redis, store.keys.throttle_channel)
-    register_dashboard_routes(app, store)  # GET /, its static files and JSON
+    register_dashboard_routes(app, store, settings.policy)  # GET /, its files and JSON
     register_ingest_routes(app, settings)  # POST /api/events, POST /v1/traces
     register_report_routes(app, store)  # GET /api/report, GET /api/report/unregistered
 

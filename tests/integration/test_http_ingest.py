@@ -19,7 +19,6 @@ from opentelemetry.trace import SpanKind
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from meterguard.streams.web.ingest import MAX_BODY_BYTES
 from tests.support.otel_sdk import capturing_tracer
-from tests.support.polling import eventually
 from tests.support.worker_process import Worker, read_topics, start_worker
 
 TOKEN = "ingest-test-token"
@@ -30,15 +29,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 async def worker(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_factory):
     w = await start_worker(broker, redis_server.url, tmp_path_factory, {"MG_API_TOKEN": TOKEN})
-
-    async def ready() -> bool:
-        try:
-            async with aiohttp.ClientSession() as http, http.get(f"{w.web}/readyz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await eventually(ready, "the worker's web server ready", log=w.log)
+    await w.wait_ready()
     yield w
     await w.stop()
 

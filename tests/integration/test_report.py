@@ -27,7 +27,6 @@ from meterguard.streams.policy.registry import Registry, attribute
 from meterguard.streams.settings import Settings
 from meterguard.streams.store.showback import HOUR_S, Period, hour_text, usd
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
-from tests.support.polling import eventually
 from tests.support.worker_process import start_worker
 
 START = "2026-03-02T09:00:00Z"
@@ -229,15 +228,7 @@ async def worker(kept: Kept, broker: EmbeddedBroker, redis_server: EmbeddedRedis
                  tmp_path_factory):  # fmt: skip
     extra = {"MG_KEY_PREFIX": kept.namespace, "MG_REGISTRY_FILE": str(kept.registry)}
     w = await start_worker(broker, redis_server.url, tmp_path_factory, extra)
-
-    async def ready() -> bool:
-        try:
-            async with aiohttp.ClientSession() as http, http.get(f"{w.web}/readyz") as r:
-                return r.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await eventually(ready, "the worker's web server ready", log=w.log)
+    await w.wait_ready()
     yield w
     await w.stop()
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -45,6 +46,18 @@ class Worker:
             return sum(stats.get(s, 0) for s in statuses) >= n
 
         await eventually(counted, f"{n} events to be counted", log=self.log)
+
+    async def wait_ready(self) -> None:
+        """Until the worker's web server answers /readyz with 200 (Redis and broker up)."""
+
+        async def ready() -> bool:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"{self.web}/readyz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False  # not serving yet
+
+        await eventually(ready, "the worker's web server ready", log=self.log)
 
     async def stop(self) -> None:
         self.process.terminate()
