@@ -1,5 +1,6 @@
-// meterguard live dashboard: polls /api/dashboard (and /api/identities/<id> when one is
-// selected) every 2 s and redraws.
+// meterguard live dashboard: polls /api/dashboard (?team=<team> when a team is chosen; an
+// empty value is the unassigned team) and /api/identities/<id> when one is selected, every
+// 2 s, and redraws.
 //
 // Every identity, summary and evidence value comes from metering events, i.e. from anyone who
 // can send one. Data only ever reaches the page as text nodes (el() below, textContent) or
@@ -10,7 +11,8 @@
 (() => {
   const POLL_MS = 2000;
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const state = { selected: null, detailKey: null };
+  // selected: the identity shown in detail; team: the team shown (null: none, "": unassigned)
+  const state = { selected: null, detailKey: null, team: null };
 
   // -- DOM helpers ---------------------------------------------------------------------------
   function el(tag, props, ...children) {
@@ -65,6 +67,7 @@
     return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
   }
   function minuteMs(minute) { return minute * 60000; }
+  function isoText(iso) { return String(iso).slice(0, 16).replace("T", " "); } // "…Z" -> "YYYY-MM-DD HH:MM"
   function relative(seconds) {
     const s = Math.max(0, Math.round(seconds));
     if (s < 60) return `${s} s`;
@@ -96,6 +99,13 @@
       class: "id-link", type: "button", title: identity, dataset: { identity },
       onclick: () => select(identity),
     }, identity);
+  }
+
+  function teamButton(value, label) {
+    return el("button", {
+      class: "id-link team-link", type: "button", title: label, dataset: { team: value },
+      onclick: () => selectTeam(value),
+    }, label);
   }
 
   function sparkline(values, kind) {
@@ -180,6 +190,81 @@
       [{ label: "#" }, { label: "identity" }, { label: kind === "cost" ? "cost" : "tokens", cls: "num" },
         { label: "last 30 min" }, { label: "last event", cls: "num" }],
       rows, "No traffic yet."));
+  }
+
+  // -- spend: teams, root agents, one team ----------------------------------------------------
+  function spendCells(u) {
+    return [
+      el("td", { class: "num" }, fmtInt(u.calls)),
+      el("td", { class: "num", title: fmtInt(u.tokens) }, fmtCompact(u.tokens)),
+      el("td", { class: "num cost", title: `${u.cost_nano_usd} nano-USD` }, fmtUsd(u.cost_usd)),
+      el("td", { class: "num" }, fmtInt(u.errors)),
+      el("td", { class: "num late", title: `${fmtInt(u.late_calls)} late calls` }, fmtUsd(u.late_cost_usd)),
+    ];
+  }
+  const SPEND_HEADERS = [{ label: "calls", cls: "num" }, { label: "tokens", cls: "num" },
+    { label: "cost", cls: "num" }, { label: "errors", cls: "num" }, { label: "late cost", cls: "num" }];
+
+  function periodText(p) {
+    if (!p) return "last 24 event-time hours";
+    return `last ${p.hours} event-time hours · ${isoText(p.from)} – ${isoText(p.to)} UTC`;
+  }
+
+  function renderSpend(data) {
+    document.getElementById("spend-period").textContent = periodText(data.spend_period);
+    const rows = data.spend_by_team.map((t) => el("tr",
+      { class: t.value === state.team ? "selected" : "", dataset: { team: t.value } },
+      el("td", { class: "ident" }, teamButton(t.value, t.team)), ...spendCells(t)));
+    if (rows.length > 1 && data.spend_totals) {
+      rows.push(el("tr", { class: "total" }, el("td", null, "all teams"), ...spendCells(data.spend_totals)));
+    }
+    document.getElementById("spend-teams").replaceChildren(table(
+      [{ label: "team" }, ...SPEND_HEADERS], rows, "No spend in the last 24 event-time hours."));
+  }
+
+  function renderRootAgents(entries) {
+    const rows = entries.map((r, i) => el("tr", { dataset: { identity: r.identity } },
+      el("td", { class: "rank" }, String(i + 1)),
+      el("td", { class: "ident" }, identityButton(r.identity)),
+      el("td", { class: "num driven", title: `${r.driven.cost_nano_usd} nano-USD · ${fmtInt(r.driven.calls)} calls` }, fmtUsd(r.driven.cost_usd)),
+      el("td", { class: "num" }, fmtInt(r.driven.calls)),
+      el("td", { class: "num own", title: `${r.own.cost_nano_usd} nano-USD` }, fmtUsd(r.own.cost_usd)),
+      el("td", { class: "num muted" }, r.driven_per_own != null ? `${r.driven_per_own.toFixed(1)}×` : "—")));
+    document.getElementById("root-agents").replaceChildren(table(
+      [{ label: "#" }, { label: "root identity" }, { label: "cost driven", cls: "num" },
+        { label: "calls driven", cls: "num" }, { label: "own cost", cls: "num" }, { label: "driven / own", cls: "num" }],
+      rows, "No traced calls credited to a root in the last 24 event-time hours."));
+  }
+
+  function budgetBox(b) {
+    if (!b) return el("div", { class: "muted" }, "no group budget");
+    const parts = [];
+    if (b.limit_usd != null) parts.push(`${fmtUsd(b.spent_usd)} / ${fmtUsd(b.limit_usd)}`);
+    if (b.limit_tokens != null) parts.push(`${fmtCompact(b.spent_tokens)} / ${fmtCompact(b.limit_tokens)} tokens`);
+    const meter = el("meter", { min: 0, max: 1, low: 0.8, high: 0.95, optimum: 0, value: Math.min(b.fraction, 1) });
+    return el("div", { class: `budget-box${b.fraction >= 1 ? " at-cap" : ""}` },
+      el("div", null, el("span", { class: "muted" }, `${b.period} budget `),
+        el("span", { class: "spent" }, parts.join(" · ")), " ",
+        el("span", { class: "fraction" }, `${(b.fraction * 100).toFixed(1)} %`)),
+      meter,
+      el("div", { class: "muted" }, `${isoText(b.from)} – ${isoText(b.to)} UTC`));
+  }
+
+  function renderTeam(t) {
+    const panel = document.getElementById("team");
+    panel.hidden = state.team === null;
+    if (state.team === null || !t || t.value !== state.team) return;
+    document.getElementById("team-name").textContent = t.team;
+    document.getElementById("team-meta").textContent =
+      `${fmtInt(t.members_count)} members · ${fmtUsd(t.cost_usd)} · ${fmtInt(t.calls)} calls · ` +
+      `${fmtCompact(t.tokens)} tokens · ${fmtInt(t.errors)} errors in the last 24 event-time hours`;
+    document.getElementById("team-budget").replaceChildren(budgetBox(t.budget));
+    const rows = t.members.map((m) => el("tr", { dataset: { identity: m.identity } },
+      el("td", { class: "ident" }, identityButton(m.identity)), ...spendCells(m)));
+    const more = t.members_count > t.members.length
+      ? el("div", { class: "muted" }, `… and ${fmtInt(t.members_count - t.members.length)} more`) : null;
+    document.getElementById("team-members").replaceChildren(table(
+      [{ label: "identity" }, ...SPEND_HEADERS], rows, "No identity seen in this team."), ...(more ? [more] : []));
   }
 
   // -- identity detail -----------------------------------------------------------------------
@@ -268,15 +353,32 @@
     state.detailKey = null;
   }
 
+  function pageUrl() {
+    const parts = [];
+    if (state.team !== null) parts.push(`team=${encodeURIComponent(state.team)}`);
+    if (state.selected !== null) parts.push(`identity=${encodeURIComponent(state.selected)}`);
+    return parts.length ? `?${parts.join("&")}` : location.pathname;
+  }
+
+  function selectTeam(team, push = true) {
+    state.team = team;
+    if (push) history.pushState({ team, identity: state.selected }, "", pageUrl());
+    document.getElementById("team").hidden = team === null;
+    if (team !== null) {
+      document.getElementById("team-name").textContent = team === "" ? "(unassigned)" : team;
+      document.getElementById("team-meta").textContent = "loading…";
+      document.getElementById("team-budget").replaceChildren();
+      document.getElementById("team-members").replaceChildren();
+      if (push) window.scrollTo({ top: 0, behavior: "smooth" }); // the team panel sits at the top
+    }
+  }
+
   function select(identity, push = true) {
     state.selected = identity;
     state.detailKey = null;
     const panel = document.getElementById("detail");
     panel.hidden = identity === null;
-    if (push) {
-      const url = identity === null ? location.pathname : `?identity=${encodeURIComponent(identity)}`;
-      history.pushState({ identity }, "", url);
-    }
+    if (push) history.pushState({ identity, team: state.team }, "", pageUrl());
     if (identity !== null) {
       renderDetailMissing(identity);
       document.getElementById("detail-meta").textContent = "loading…";
@@ -308,12 +410,17 @@
 
   async function tick() {
     try {
-      const data = await getJson("/api/dashboard");
+      const team = state.team;
+      const data = await getJson(team === null ? "/api/dashboard" : `/api/dashboard?team=${encodeURIComponent(team)}`);
+      if (team !== state.team) return; // the user chose another team meanwhile (finally polls again)
       renderStats(data.stats);
       renderFiring(data.firing);
       renderThrottles(data.throttles);
       renderTop("top-tokens", data.top_tokens, "tokens");
       renderTop("top-cost", data.top_cost, "cost");
+      renderSpend(data);
+      renderRootAgents(data.top_driven);
+      renderTeam(data.team);
       await refreshDetail();
       setConnection(true, `updated ${new Date(data.server_time).toISOString().slice(11, 19)} UTC`);
       document.body.dataset.loaded = "true";
@@ -324,9 +431,16 @@
     }
   }
 
+  function fromUrl() {
+    const params = new URLSearchParams(location.search);
+    selectTeam(params.get("team"), false); // null: no team; "": the unassigned team
+    const identity = params.get("identity");
+    if (identity || state.selected !== null) select(identity || null, false);
+  }
+
   document.getElementById("detail-close").addEventListener("click", () => select(null));
-  window.addEventListener("popstate", () => select(new URLSearchParams(location.search).get("identity"), false));
-  const initial = new URLSearchParams(location.search).get("identity");
-  if (initial) select(initial, false);
+  document.getElementById("team-close").addEventListener("click", () => selectTeam(null));
+  window.addEventListener("popstate", fromUrl);
+  fromUrl();
   tick();
 })();
