@@ -5,4 +5,4 @@ The one import root. `meterguard.streams` (Faust, Kafka, Redis, HTTP, tools),
 top-level `streams/`, `detectors/` and `sinks/` folders; the map is docs/architecture.md.
 """
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
