@@ -35,12 +35,8 @@ The SDK's default `service.name` (`unknown_service[:<process>]`) names nothing.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from meterguard.streams.decoding.formats.common import (
@@ -56,13 +52,19 @@ from meterguard.streams.decoding.formats.common import (
     require_identity,
 )
 from meterguard.streams.decoding.formats.mapping import OtlpMapping
+from meterguard.streams.decoding.formats.otlp_values import (
+    Attrs,
+    attributes,
+    dig_dict,
+    first_set,
+    hex_id,
+    instant,
+    nanos,
+    nanos_or_none,
+)
 from meterguard.streams.decoding.trace_attribution import SpanLink
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_HEX = re.compile(r"[0-9a-fA-F]+")
-_DIGITS = re.compile(r"-?[0-9]{1,19}")
 _MAX_ANCESTORS = 64  # a parent chain longer than any real trace (and a guard against cycles)
-_MAX_VALUE_DEPTH = 8
 _AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent"})
 _NO_SERVICE = "unknown_service"
 _SET_IDENTITY = (
@@ -71,7 +73,6 @@ _SET_IDENTITY = (
     "(MG_MAPPING_FILE otlp.identity)"
 )
 UNNAMED = "unnamed-span"  # a held span's identity until an ancestor names it (never counted)
-Attrs = dict[str, Any]
 SpanIndex = dict[tuple[Any, Any], tuple[Attrs, Any]]  # (traceId, spanId) -> (attrs, parent)
 
 
@@ -85,7 +86,7 @@ def normalise(
             out.records.append(dead(as_raw(resource_spans), "invalid_record", "not an object"))
             continue
         try:
-            resource = _attributes(dig_dict(resource_spans, "resource").get("attributes"))
+            resource = attributes(dig_dict(resource_spans, "resource").get("attributes"))
         except Unusable as exc:
             out.records.append(dead(as_raw(resource_spans), exc.reason, exc.error))
             continue
@@ -98,7 +99,7 @@ def normalise(
                     out.records.append(dead(as_raw(span), "invalid_record", "not an object"))
                     continue
                 try:
-                    spans.append((span, _attributes(span.get("attributes")), resource))
+                    spans.append((span, attributes(span.get("attributes")), resource))
                 except Unusable as exc:
                     out.records.append(dead(as_raw(span), exc.reason, exc.error))
     by_id = {
@@ -133,13 +134,13 @@ def _links(
         if span.get("traceId") not in traces:
             continue
         try:
-            trace_id = _hex_id(span.get("traceId"), 16, "traceId")
-            span_id = _hex_id(span.get("spanId"), 8, "spanId")
+            trace_id = hex_id(span.get("traceId"), 16, "traceId")
+            span_id = hex_id(span.get("spanId"), 8, "spanId")
             parent = span.get("parentSpanId") or None
-            parent_id = _hex_id(parent, 8, "parentSpanId") if parent else None
+            parent_id = hex_id(parent, 8, "parentSpanId") if parent else None
         except Unusable:
             continue  # its own record (if any) says why
-        agent = _get(attrs, *inheritable) if _names_agent(attrs, inheritable) else None
+        agent = first_set(attrs, *inheritable) if _names_agent(attrs, inheritable) else None
         links.append(SpanLink(trace_id, span_id, parent_id, str(agent) if agent else None))
     return links
 
@@ -174,7 +175,7 @@ def _nearest_agent(
 def _names_agent(attrs: Attrs, inheritable: tuple[str, ...]) -> bool:
     return (
         attrs.get("gen_ai.operation.name") in _AGENT_OPERATIONS
-        and _get(attrs, *inheritable) is not None
+        and first_set(attrs, *inheritable) is not None
     )
 
 
@@ -184,7 +185,7 @@ def _held_at(span: dict[str, Any], leaves: Any) -> tuple[str, str] | None:
     if not leaves:
         return None
     try:
-        return _hex_id(span.get("traceId"), 16, "traceId"), _hex_id(leaves, 8, "parentSpanId")
+        return hex_id(span.get("traceId"), 16, "traceId"), hex_id(leaves, 8, "parentSpanId")
     except Unusable:
         return None
 
@@ -214,12 +215,12 @@ def _span_record(
     held: tuple[str, str] | None,
 ) -> Record:
     def make(placeholder: str | None = None) -> dict[str, Any]:
-        trace_id = _hex_id(span.get("traceId"), 16, "traceId")
-        span_id = _hex_id(span.get("spanId"), 8, "spanId")
+        trace_id = hex_id(span.get("traceId"), 16, "traceId")
+        span_id = hex_id(span.get("spanId"), 8, "spanId")
         parent = span.get("parentSpanId") or None
-        parent_id = _hex_id(parent, 8, "parentSpanId") if parent else None
-        end = _nanos(span.get("endTimeUnixNano"), "endTimeUnixNano")
-        start = _nanos_or_none(span.get("startTimeUnixNano"))
+        parent_id = hex_id(parent, 8, "parentSpanId") if parent else None
+        end = nanos(span.get("endTimeUnixNano"), "endTimeUnixNano")
+        start = nanos_or_none(span.get("startTimeUnixNano"))
         operation = attrs.get("gen_ai.operation.name")
         status = span.get("status")
         code = status.get("code") if isinstance(status, dict) else None
@@ -227,15 +228,15 @@ def _span_record(
         doc = put(
             {},
             event_id=f"otel-{trace_id}-{span_id}",
-            event_time=_instant(end),
+            event_time=instant(end),
             kind="tool.call" if operation == "execute_tool" else None,
-            input_tokens=_get(attrs, *_keys("input_tokens", "prompt_tokens")),
-            output_tokens=_get(attrs, *_keys("output_tokens", "completion_tokens")),
-            cached_tokens=_get(
+            input_tokens=first_set(attrs, *_keys("input_tokens", "prompt_tokens")),
+            output_tokens=first_set(attrs, *_keys("output_tokens", "completion_tokens")),
+            cached_tokens=first_set(
                 attrs, *_keys("cache_read.input_tokens", "cache_read_input_tokens", "cached_tokens")
             ),
-            model=_get(attrs, "gen_ai.response.model", "gen_ai.request.model"),
-            provider=_get(attrs, "gen_ai.provider.name", "gen_ai.system"),
+            model=first_set(attrs, "gen_ai.response.model", "gen_ai.request.model"),
+            provider=first_set(attrs, "gen_ai.provider.name", "gen_ai.system"),
             operation=operation,
             tool_name=attrs.get("gen_ai.tool.name"),
             status="error" if failed else None,
@@ -312,22 +313,6 @@ def _keys(*names: str) -> tuple[str, ...]:
     return tuple(f"gen_ai.usage.{name}" for name in names)
 
 
-def _get(attrs: Attrs, *names: str) -> Any:
-    for name in names:
-        if attrs.get(name) not in (None, ""):
-            return attrs[name]
-    return None
-
-
-def dig_dict(obj: dict[str, Any], key: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise Unusable("invalid_record", f"{key}: expected an object")
-    return value
-
-
 def _list(value: Any, name: str, out: Normalised, parent: Any) -> list[Any]:
     if value is None:
         return []
@@ -335,86 +320,3 @@ def _list(value: Any, name: str, out: Normalised, parent: Any) -> list[Any]:
         out.records.append(dead(as_raw(parent), "invalid_record", f"{name}: expected an array"))
         return []
     return value
-
-
-def _attributes(items: Any) -> Attrs:
-    """OTLP/JSON key-value list -> plain dict (the first of a repeated key wins)."""
-    if items is None:
-        return {}
-    if not isinstance(items, list):
-        raise Unusable("invalid_record", "attributes: expected an array")
-    out: Attrs = {}
-    for item in items:
-        if isinstance(item, dict) and isinstance(item.get("key"), str) and item["key"] not in out:
-            out[item["key"]] = _value(item.get("value"), 0)
-    return out
-
-
-def _value(value: Any, depth: int) -> Any:
-    """An AnyValue as Python; malformed numbers stay text so validation names the field."""
-    if not isinstance(value, dict) or depth > _MAX_VALUE_DEPTH:
-        return None
-    if "stringValue" in value:
-        return value["stringValue"]
-    if "intValue" in value:
-        number = value["intValue"]
-        if isinstance(number, str) and _DIGITS.fullmatch(number):
-            return int(number)
-        return number
-    if "doubleValue" in value:
-        number = value["doubleValue"]
-        return float(number) if isinstance(number, int | float) else number
-    if "boolValue" in value:
-        return value["boolValue"]
-    if "arrayValue" in value and isinstance(value["arrayValue"], dict):
-        items = value["arrayValue"].get("values")
-        return [_value(v, depth + 1) for v in items] if isinstance(items, list) else None
-    if "kvlistValue" in value and isinstance(value["kvlistValue"], dict):
-        items = value["kvlistValue"].get("values")
-        if isinstance(items, list):
-            return {
-                i["key"]: _value(i.get("value"), depth + 1)
-                for i in items
-                if isinstance(i, dict) and isinstance(i.get("key"), str)
-            }
-    return value.get("bytesValue")
-
-
-def _hex_id(value: Any, size: int, name: str) -> str:
-    """OTLP/JSON ids are hex; some exporters send protobuf-JSON base64 instead: accept both."""
-    if isinstance(value, str):
-        if len(value) == 2 * size and _HEX.fullmatch(value):
-            if int(value, 16) != 0:
-                return value.lower()
-        else:
-            try:
-                decoded = base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                decoded = b""
-            if len(decoded) == size and any(decoded):
-                return decoded.hex()
-    raise Unusable("invalid_event", f"{name}: expected {2 * size} hex digits, not all zero")
-
-
-def _instant(nanos: int) -> datetime:
-    try:
-        return _EPOCH + timedelta(microseconds=nanos // 1000)
-    except OverflowError as exc:
-        raise Unusable("invalid_event", f"endTimeUnixNano {nanos} is out of range") from exc
-
-
-def _nanos(value: Any, name: str) -> int:
-    nanos = _nanos_or_none(value)
-    if nanos is None or nanos <= 0:
-        raise Unusable("invalid_event", f"{name}: expected a positive integer of nanoseconds")
-    return nanos
-
-
-def _nanos_or_none(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        return int(value)
-    return None

@@ -5,7 +5,7 @@ The bytes are an `ExportTraceServiceRequest` (opentelemetry-proto,
 `opentelemetry/proto/collector/trace/v1/trace_service.proto`), read with the upstream
 generated classes and rendered with protobuf's JSON mapping: lowerCamelCase keys
 (`resourceSpans`, `startTimeUnixNano`), integer enums, 64-bit integers as strings, ids as
-base64 (`otlp._hex_id` reads both base64 and hex), exactly the shape OTLP/JSON has but for the
+base64 (`otlp_values.hex_id` reads both base64 and hex), exactly the shape OTLP/JSON has but for the
 ids. One reader, one set of rules, for both encodings.
 
 Telling protobuf from JSON without a header: a JSON export starts with `{` (after optional
