@@ -19,6 +19,7 @@ from rich import box
 from rich.table import Table
 
 from meterguard.detectors.spike import SpikeConfig
+from meterguard.streams.evaluation.attribution import AttributionCheck
 from meterguard.streams.evaluation.bands import (
     FAST_TTD_S,
     QUIET_TTD_S,
@@ -111,6 +112,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
     calibration: Calibration | None = None
+    attribution: AttributionCheck | None = None  # roll-ups and root cost: exact?
 
     @property
     def bands(self) -> list[BandRow]:
@@ -154,6 +156,7 @@ class Report:
             *(r.ttd_ok for r in self.rows),
             *(b.recall_ok for b in bands if b.kind is None),
             *(b.ttd_ok for b in bands if b.kind is not None),
+            None if self.attribution is None else self.attribution.ok,
         ]
         return all(flag is not False for flag in flags)
 
@@ -191,6 +194,7 @@ class Report:
                 ],
             },
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "attribution": None if self.attribution is None else self.attribution.to_dict(),
             "incidents": [
                 {
                     "kind": o.incident.kind,

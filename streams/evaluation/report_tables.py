@@ -1,6 +1,7 @@
 """The tables `meterguard evaluate` prints besides the per-kind one (Report.table): recall and
-time to detect per volume band, the kind x band matrices, false alerts per detector, and what a
-score threshold means. Each fits 80 columns (rich's width when stdout is not a terminal).
+time to detect per volume band, the kind x band matrices, false alerts per detector, what a
+score threshold means, and the attribution check (streams/evaluation/attribution.py). Each
+fits 80 columns (rich's width when stdout is not a terminal).
 """
 
 from __future__ import annotations
@@ -158,3 +159,8 @@ def print_report(report: Report, console: Console, heading: str | None = None) -
         if table is not None:
             console.print(table)
             console.print()
+    if report.attribution is not None:
+        console.print(report.attribution.table())
+        for line in report.attribution.mismatch_lines():
+            console.print(f"  [red]mismatch[/red] {line}", highlight=False)
+        console.print()

@@ -1,10 +1,12 @@
 """`meterguard evaluate`: detection quality of the replay pipeline on labelled synthetic traffic.
 
-`run_evaluation()` does the I/O: simulate to a JSONL file, replay it through the same path as
-`meterguard replay` (with its per-event scores), read the alerts back and score them against
-the simulator's labels and volume bands (streams/evaluation/scoring.py), and the scores
-against the labels at every threshold (streams/evaluation/calibration.py). One seed per call;
-`meterguard evaluate --seeds` pools several (scoring.pool).
+`run_evaluation()` does the I/O: simulate to a JSONL file (with the population's registry and
+its agent chains' known root costs), replay it through the same path as `meterguard replay`
+(with its per-event scores, under that registry), check the namespace's roll-ups and root-
+caller cost before it is dropped (streams/evaluation/attribution_run.py), read the alerts
+back and score them against the simulator's labels and volume bands (streams/evaluation/
+scoring.py), and the scores against the labels at every threshold (streams/evaluation/
+calibration.py). One seed per call; `meterguard evaluate --seeds` pools several (scoring.pool).
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import orjson
 import yaml
 
 from meterguard.models import Alert
+from meterguard.streams.evaluation.attribution_run import replay_and_check
 from meterguard.streams.evaluation.calibration import calibrate, minute_scores
 from meterguard.streams.evaluation.config import policy_overrides
 from meterguard.streams.evaluation.report import Report
 from meterguard.streams.evaluation.scoring import DEFAULT_GRACE, IdentitySpans, score
 from meterguard.streams.settings import Settings
 from meterguard.streams.simulation import simulate
+from meterguard.streams.simulation.chains import ChainLedger, chains_jsonl
 from meterguard.streams.simulation.config import SimConfig
+from meterguard.streams.simulation.registry_plan import population_registry
 from meterguard.timeutil import format_time
 
 
@@ -40,15 +45,17 @@ def run_evaluation(
     notes: Sequence[str] = (),
     keep_scores: bool = False,
 ) -> Report:
-    """Simulate to workdir/events.jsonl (+ labels.jsonl), replay, score workdir/alerts.jsonl
-    and workdir/scores.jsonl (deleted afterwards unless keep_scores: ~250 bytes an event)."""
-    from meterguard.streams.offline.replay import ReplayOutputs, replay_file
+    """Simulate to workdir/events.jsonl (+ labels.jsonl, registry.yaml, chains.jsonl), replay,
+    check attribution, score workdir/alerts.jsonl and workdir/scores.jsonl (deleted afterwards
+    unless keep_scores: ~250 bytes an event)."""
+    from meterguard.streams.offline.replay import ReplayOutputs
     from meterguard.streams.simulation.traffic import write_jsonl
 
     workdir.mkdir(parents=True, exist_ok=True)
     incidents = simulate.incidents(cfg)
     details = simulate.incident_details(cfg)
     settings, policy_notes = _with_policy(settings, cfg, workdir)
+    settings, registry_notes = _with_registry(settings, cfg, workdir)
     (workdir / "labels.jsonl").write_bytes(
         b"".join(
             orjson.dumps(
@@ -62,15 +69,29 @@ def run_evaluation(
         f"simulating the {cfg.world} world: {cfg.identities} identities x {cfg.minutes} min "
         f"(seed {cfg.seed}, {len(incidents)} incidents) -> {workdir / 'events.jsonl'}"
     )
-    spans = IdentitySpans()
-    events = write_jsonl(_observed(simulate.generate(cfg), spans), workdir / "events.jsonl", _noop)
+    spans, ledger = IdentitySpans(), ChainLedger()
+    generated = ledger.observe(simulate.generate(cfg))
+    events = write_jsonl(_observed(generated, spans), workdir / "events.jsonl", _noop)
+    chains = ledger.labels()
+    (workdir / "chains.jsonl").write_bytes(chains_jsonl(chains))
     on_phase(f"replaying {events:,} events through the pipeline")
     scores_path = workdir / "scores.jsonl"
     outputs = ReplayOutputs(workdir / "alerts.jsonl", workdir / "throttles.jsonl", scores_path)
-    summary = asyncio.run(
-        replay_file(
-            workdir / "events.jsonl", outputs, settings, redis_url, show_progress=show_progress
+    checked = asyncio.run(
+        replay_and_check(
+            workdir / "events.jsonl",
+            outputs,
+            settings,
+            redis_url,
+            chains,
+            show_progress=show_progress,
         )
+    )
+    summary = checked.summary
+    on_phase(
+        "attribution: "
+        + ("exact" if checked.attribution.ok else "MISMATCHES")
+        + f" ({len(chains):,} traces, registry {workdir / 'registry.yaml'})"
     )
     on_phase(f"scoring {summary.alerts:,} alerts against {len(incidents)} labelled incidents")
     alerts = [Alert.model_validate_json(line) for line in outputs.alerts.read_bytes().splitlines()]
@@ -107,10 +128,22 @@ def run_evaluation(
     return dataclasses.replace(
         report,
         outcomes=outcomes,
-        notes=[*notes, *policy_notes],
+        notes=[*notes, *policy_notes, *registry_notes],
         run=run,
         calibration=calibration,
+        attribution=checked.attribution,
     )
+
+
+def _with_registry(settings: Settings, cfg: SimConfig, workdir: Path) -> tuple[Settings, list[str]]:
+    """The generated population's registry (simulation/registry_plan.py) for the replay."""
+    path = workdir / "registry.yaml"
+    path.write_text(population_registry(cfg).to_yaml())
+    notes = []
+    if settings.registry_file:
+        notes.append(f"MG_REGISTRY_FILE ignored: the simulated population's registry is {path}")
+    updated = type(settings)(**{**settings.model_dump(), "registry_file": str(path)})
+    return updated, notes
 
 
 def _with_policy(settings: Settings, cfg: SimConfig, workdir: Path) -> tuple[Settings, list[str]]:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from meterguard.models import Alert, episode_id_of
-from meterguard.streams.evaluation import calibration
+from meterguard.streams.evaluation import attribution, calibration
 from meterguard.streams.evaluation.report import (
     TTD_TARGETS_S,
     FalseAlert,
@@ -105,6 +105,7 @@ def pool(reports: Sequence[Report], kinds: Sequence[str] = ()) -> Report:
     hours = sum(r.overall.identity_hours for r in reports)
     per_1000h = 1000 * len(false_alerts) / hours if hours > 0 else None
     parts = [r.calibration for r in reports if r.calibration is not None]
+    checks = [r.attribution for r in reports if r.attribution is not None]
     return Report(
         rows=_rows(outcomes, kinds),
         overall=Overall(len(false_alerts), hours, per_1000h),
@@ -113,6 +114,7 @@ def pool(reports: Sequence[Report], kinds: Sequence[str] = ()) -> Report:
         grace_s=reports[0].grace_s,
         notes=list(dict.fromkeys(n for r in reports for n in r.notes)),
         calibration=calibration.pool(parts) if len(parts) == len(reports) else None,
+        attribution=attribution.pool(checks) if len(checks) == len(reports) else None,
     )
 
 

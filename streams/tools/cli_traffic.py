@@ -52,6 +52,22 @@ def simulate(
         bool | None,
         typer.Option("--traps/--no-traps", help="benign look-alikes (default: wide world only)"),
     ] = None,
+    kinds: Annotated[
+        str | None,
+        typer.Option(help="comma-separated incident kinds (default: runaway_agent; wide: all)"),
+    ] = None,
+    registry_out: Annotated[
+        Path | None,
+        typer.Option(help="write the population's identity registry (YAML, MG_REGISTRY_FILE)"),
+    ] = None,
+    chains_out: Annotated[
+        Path | None,
+        typer.Option(help="write each trace's root identity and known root cost (JSONL)"),
+    ] = None,
+    faults: Annotated[
+        bool,
+        typer.Option(help="--out only: redeliveries, a late flush (new ids), spans children first"),
+    ] = False,
 ) -> None:
     """Synthetic metering traffic with injected incidents, to a JSONL file or to Kafka.
 
@@ -60,6 +76,9 @@ def simulate(
     import orjson
 
     from meterguard.streams.simulation import simulate as sim
+    from meterguard.streams.simulation.chains import ChainLedger, chains_jsonl
+    from meterguard.streams.simulation.delivery_faults import with_faults
+    from meterguard.streams.simulation.registry_plan import population_registry
     from meterguard.streams.simulation.traffic import PacedClock, produce_paced, write_jsonl
 
     chosen = _world(world)
@@ -72,7 +91,7 @@ def simulate(
     )
     try:
         cfg = _sim_config(
-            chosen, begin, identities, minutes, seed, incidents, incident_after, traps
+            chosen, begin, identities, minutes, seed, incidents, incident_after, traps, kinds
         )
     except ValueError as exc:
         err.print(
@@ -80,6 +99,17 @@ def simulate(
             "last 15 minutes or more: use --incidents 0 or --incident-after)"
         )
         raise typer.Exit(2) from exc
+    if faults and out is None:
+        err.print("[red]--faults needs --out[/red] (the faults are arranged over the whole run)")
+        raise typer.Exit(2)
+    if registry_out:
+        population = population_registry(cfg)
+        registry_out.write_text(population.to_yaml())
+        err.print(
+            f"registry: {len(population.registry.identities)} identities, "
+            f"{len(population.unregistered)} left out, {len(population.moved)} under another "
+            f"team -> {registry_out}"
+        )
     if labels_out:
         labels_out.write_bytes(
             b"".join(
@@ -95,13 +125,24 @@ def simulate(
     def progress(n: int) -> None:
         err.print(f"\r{n:,} events ({n / max(time.monotonic() - started, 1e-6):,.0f}/s)", end="")
 
-    if out is not None:
-        count = write_jsonl(sim.generate(cfg), out, progress)
+    ledger = ChainLedger()
+    generated = ledger.observe(sim.generate(cfg)) if chains_out else sim.generate(cfg)
+    if out is not None and faults:
+        delivered, log = with_faults(list(generated), cfg.seed)
+        count = write_jsonl(delivered, out, progress)
+        err.print(
+            f"\nfaults: {log.redelivered:,} redelivered ({log.changed:,} with other figures), "
+            f"{log.flushed:,} flushed late under new ids, {log.reversed_traces:,} traces "
+            f"children first, {log.held_traces:,} held back ({log.held_spans:,} spans)",
+            end="",
+        )
+    elif out is not None:
+        count = write_jsonl(generated, out, progress)
     else:
         settings = load_settings()
         count = asyncio.run(
             produce_paced(
-                sim.generate(cfg),
+                generated,
                 settings.bootstrap,
                 settings.topic_raw,
                 PacedClock(sim.run_start(cfg), speed),
@@ -109,6 +150,11 @@ def simulate(
             )
         )
     err.print(f"\n{count:,} events written")
+    if chains_out:
+        chains = ledger.labels()
+        chains_out.write_bytes(chains_jsonl(chains))
+        rooted = sum(1 for c in chains if c.root is not None)
+        err.print(f"{len(chains):,} traces ({rooted:,} with a root span) -> {chains_out}")
 
 
 def _sim_config(
@@ -120,6 +166,7 @@ def _sim_config(
     incidents: int | None,
     incident_after: int | None,
     traps: bool | None,
+    kinds: str | None = None,
 ) -> SimConfig:
     """`simulate`'s SimConfig: the classic defaults as they always were; the wide world's as
     `evaluate --world wide` has them (incidents after the detectors' warm-up, traps on)."""
@@ -133,13 +180,14 @@ def _sim_config(
             identities=identities,
             minutes=minutes,
             seed=seed,
-            kinds="all",
+            kinds=kinds or "all",
             incidents=incidents,
             traps=traps,
             incident_after=incident_after,
             world="wide",
         )
         return cfg
+    chosen = tuple(k.strip() for k in (kinds or "runaway_agent").split(",") if k.strip())
     return SimConfig(
         identities=300 if identities is None else identities,
         start=begin,
@@ -147,6 +195,7 @@ def _sim_config(
         seed=seed,
         incidents=3 if incidents is None else incidents,
         incident_after_minutes=40 if incident_after is None else incident_after,
+        incident_kinds=chosen,
         traps=bool(traps),
     )
 
