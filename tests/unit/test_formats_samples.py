@@ -144,7 +144,9 @@ def test_otlp_tool_and_chat_spans_inherit_the_agent_from_their_parent_span() -> 
     events = decode_message(value, None, INGEST, ORIGIN).events
     agent_spans = [e for e in events if e.trace_id == "5b8efff798038103d269b633813fc60c"]
     assert {e.identity for e in agent_spans} == {"triage-agent"}
-    assert {e.parent_span_id for e in agent_spans} == {"b7ad6b7169203331"}
+    # Their parent, the agent span, is no metered call, nor is anything above it: each call
+    # is a root of the call tree (parent_span_id links calls to calls).
+    assert {e.parent_span_id for e in agent_spans} == {None}
     assert [e.kind for e in agent_spans] == ["llm.call", "llm.call", "llm.call", "tool.call"]
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.trace import set_span_in_context
 
 from meterguard.models import DeadLetter, MeteringEvent
 from meterguard.streams.decoding.decode import DecodeResult, Origin, decode_message
 from meterguard.streams.decoding.trace_attribution import HeldSpan, TraceAttribution
 from meterguard.streams.offline.messages import DecodeContext, OfflineDecoder, RawMessage
 from tests.support.agent_run import INSTRUMENTATION_DEFAULTS, agent_run
+from tests.support.otel_sdk import capturing_tracer
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 NOW = START + timedelta(minutes=5)
@@ -167,3 +170,35 @@ def test_a_call_never_inherits_the_cost_its_agent_span_sums():
     cost.key, cost.value.double_value = "gen_ai.usage.cost", 0.5
     [event] = decode(both.SerializeToString()).events
     assert event.cost_nano_usd == 0
+
+
+def test_a_call_is_linked_to_the_call_above_it_through_agent_spans():
+    # Agent-as-tool in one export: triage-agent's tool call starts billing-agent, whose chat
+    # call's parent is billing-agent's invoke_agent span, no metered call: the decoder links
+    # the chat call to the tool call, so the call tree (agent chains, root-caller cost) sees
+    # triage-agent -> billing-agent.
+    provider, exporter, tracer = capturing_tracer("support-svc")
+    t0 = int(START.timestamp()) * 1_000_000_000
+    second = 1_000_000_000
+
+    def start(name: str, parent: object, **attrs: object) -> object:
+        context = set_span_in_context(parent) if parent is not None else None  # type: ignore[arg-type]
+        return tracer.start_span(name, context=context, start_time=t0, attributes=attrs)
+
+    a = start("invoke_agent triage", None, **{"gen_ai.operation.name": "invoke_agent",
+                                             "gen_ai.agent.name": "triage-agent"})  # fmt: skip
+    tool = start("execute_tool ask_billing", a, **{"gen_ai.operation.name": "execute_tool",
+                                                  "gen_ai.tool.name": "ask_billing"})  # fmt: skip
+    b = start("invoke_agent billing", tool, **{"gen_ai.operation.name": "invoke_agent",
+                                              "gen_ai.agent.name": "billing-agent"})  # fmt: skip
+    chat = start("chat", b, **{"gen_ai.operation.name": "chat",
+                               "gen_ai.usage.input_tokens": 10})  # fmt: skip
+    for span in (chat, b, tool, a):
+        span.end(end_time=t0 + second)  # type: ignore[attr-defined]
+    provider.shutdown()
+    events = decode(encode_spans(exporter.get_finished_spans()).SerializeToString()).events
+    by_identity = {e.identity: e for e in events}
+    assert set(by_identity) == {"triage-agent", "billing-agent"}
+    tool_call, chat_call = by_identity["triage-agent"], by_identity["billing-agent"]
+    assert tool_call.parent_span_id is None  # a root of the call tree
+    assert chat_call.parent_span_id == tool_call.span_id

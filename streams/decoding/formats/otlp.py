@@ -19,7 +19,8 @@ is a dead letter of its own, with the span's JSON as raw; its siblings are unaff
 - `gen_ai.response.model`, else `gen_ai.request.model` -> model
 - `gen_ai.provider.name`, else `gen_ai.system` -> provider; `gen_ai.tool.name` -> tool_name
 - `status.code` 2 or an `error.type` attribute -> status error; `error.type` -> error_type
-- `traceId`, `spanId`, `parentSpanId` -> trace_id, span_id, parent_span_id
+- `traceId`, `spanId` -> trace_id, span_id; the nearest ancestor that is itself a metered call
+  -> parent_span_id (agent and workflow spans are skipped: the call tree links calls)
 - mapping `identity`: `gen_ai.agent.name`, `gen_ai.agent.id` (on the nearest agent span, else
   the span and its ancestors), `resource:service.name`
 - mapping `team`: `meterguard.team`; `environment`: `meterguard.environment`,
@@ -106,17 +107,22 @@ def normalise(
         (s.get("traceId"), s.get("spanId")): (attrs, s.get("parentSpanId")) for s, attrs, _ in spans
     }
     inheritable = tuple(p for p in mapping.identity if ":" not in p)  # bare attribute names
-    genai_traces: set[Any] = set()
+    genai_traces = {s.get("traceId") for s, attrs, _ in spans if _genai(attrs)}
+    calls = {
+        (s.get("traceId"), s.get("spanId"))
+        for s, attrs, _ in spans
+        if _genai(attrs) and not _wrapper(s, attrs, mapping)
+    }
     for span, attrs, resource in spans:
-        genai = any(key.startswith("gen_ai.") for key in attrs)
-        if genai:
-            genai_traces.add(span.get("traceId"))
-        if not genai or (_ignored(span, attrs, mapping) and not _remote_agent_call(span, attrs)):
+        if (span.get("traceId"), span.get("spanId")) not in calls:
             out.ignored += 1
         else:
             agent, leaves = _nearest_agent(span, by_id, inheritable)
             held = _held_at(span, leaves) if agent is None else None
-            record = _span_record(span, attrs, resource, by_id, mapping, headers, agent, held)
+            caller = _calling_span(span, by_id, calls)
+            record = _span_record(
+                span, attrs, resource, by_id, mapping, headers, agent, held, caller
+            )
             out.records.append(record)
     out.links = _links(spans, genai_traces, inheritable)
     return out
@@ -190,6 +196,32 @@ def _held_at(span: dict[str, Any], leaves: Any) -> tuple[str, str] | None:
         return None
 
 
+def _genai(attrs: Attrs) -> bool:
+    return any(key.startswith("gen_ai.") for key in attrs)
+
+
+def _wrapper(span: dict[str, Any], attrs: Attrs, mapping: OtlpMapping) -> bool:
+    """An ignored operation (agent, workflow, memory spans), unless a remote agent's call."""
+    return _ignored(span, attrs, mapping) and not _remote_agent_call(span, attrs)
+
+
+def _calling_span(span: dict[str, Any], by_id: SpanIndex, calls: set[Any]) -> Any:
+    """The nearest ancestor that is itself a metered call: the event's `parent_span_id`, so
+    the call tree (store/trace.lua: agent chains, root-caller cost) links calls to calls
+    through the agent and workflow spans it never sees. None: no call above it up to the
+    trace's root in this export; the raw parent when the chain leaves the export first."""
+    trace, parent, seen = span.get("traceId"), span.get("parentSpanId") or None, 0
+    while parent and seen < _MAX_ANCESTORS:
+        if (trace, parent) in calls:
+            return parent
+        found = by_id.get((trace, parent))
+        if found is None:
+            return parent  # outside this export: as the producer wrote it
+        parent = found[1] or None
+        seen += 1
+    return None
+
+
 def _ignored(span: dict[str, Any], attrs: Attrs, mapping: OtlpMapping) -> bool:
     return attrs.get("gen_ai.operation.name") in mapping.ignore_operations
 
@@ -213,12 +245,12 @@ def _span_record(
     headers: Headers,
     agent: Attrs | None,
     held: tuple[str, str] | None,
+    caller: Any,
 ) -> Record:
     def make(placeholder: str | None = None) -> dict[str, Any]:
         trace_id = hex_id(span.get("traceId"), 16, "traceId")
         span_id = hex_id(span.get("spanId"), 8, "spanId")
-        parent = span.get("parentSpanId") or None
-        parent_id = hex_id(parent, 8, "parentSpanId") if parent else None
+        parent_id = hex_id(caller, 8, "parentSpanId") if caller else None
         end = nanos(span.get("endTimeUnixNano"), "endTimeUnixNano")
         start = nanos_or_none(span.get("startTimeUnixNano"))
         operation = attrs.get("gen_ai.operation.name")

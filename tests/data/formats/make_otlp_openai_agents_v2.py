@@ -407,7 +407,8 @@ def main(out: Path = HERE) -> None:
             "latency_ms": float(end - start),
             "trace_id": f"{run:032x}",
             "span_id": f"{span:016x}",
-            "parent_span_id": f"{parent:016x}",
+            # No parent_span_id: `parent`, the agent span, and the spans above it are no
+            # metered calls (the decoder links a call to the nearest metered call above it).
         }
 
     def usage(response: Response) -> dict[str, Any]:

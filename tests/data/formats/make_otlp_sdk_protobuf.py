@@ -110,7 +110,8 @@ def main(out: Path = HERE) -> None:
             "output_tokens": tout,
             "latency_ms": float(end - start),
             "span_id": span_id,
-            "parent_span_id": f"{SPAN_IDS[0]:016x}",
+            # No parent_span_id: the span above is the agent span, no metered call (the
+            # decoder links a call to the nearest metered call above it).
         }
         if cached:
             twin["cached_tokens"] = cached
