@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from meterguard.streams.evaluation.attribution import (
     GROUP_DIMENSIONS,
@@ -23,7 +22,13 @@ from meterguard.streams.evaluation.attribution import (
     recompute,
 )
 from meterguard.streams.offline.reconcile_run import rules_of
-from meterguard.streams.offline.replay import ReplayOutputs, ReplayRun, ReplaySummary, feed_file
+from meterguard.streams.offline.replay import (
+    ReplayOutputs,
+    ReplayRun,
+    ReplaySummary,
+    drop_namespace,
+    feed_file,
+)
 from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.settings import Settings
 from meterguard.streams.simulation.chains import NO_USAGE, ChainLabel, Usage, add
@@ -92,18 +97,6 @@ async def read_observed(store: Store) -> Observed:
         if total[0]:
             out.driven[root] = total
     return out
-
-
-async def drop_namespace(client: aioredis.Redis, namespace: str) -> None:
-    """Delete every key of a replay's namespace (`meterguard replay` does the same)."""
-    batch: list[bytes] = []
-    async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await client.unlink(*batch)
-            batch = []
-    if batch:
-        await client.unlink(*batch)
 
 
 def _usage(row: Any) -> Usage:

@@ -188,7 +188,7 @@ class ReplayRun:
         self._files.close()
         try:
             if not self.keep_state:
-                await _drop_namespace(self.client, self.namespace)
+                await drop_namespace(self.client, self.namespace)
         finally:
             await self.client.aclose()
 
@@ -269,7 +269,8 @@ async def replay_progress(
         yield advance
 
 
-async def _drop_namespace(client: aioredis.Redis, namespace: str) -> None:
+async def drop_namespace(client: aioredis.Redis, namespace: str) -> None:
+    """Delete every key of a replay's namespace (SCAN + UNLINK, in batches)."""
     batch: list[bytes] = []
     async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
         batch.append(key)
