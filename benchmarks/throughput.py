@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from meterguard.streams.settings import Settings
 from meterguard.streams.simulation.config import SimConfig
 from meterguard.streams.simulation.simulate import generate
 from meterguard.streams.store import build_store
+from meterguard.streams.tools.cli import tune_gc
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 
 
@@ -74,22 +76,24 @@ def memory_per_identity(path: Path, redis_url: str, folder: Path) -> dict[str, f
     asyncio.run(replay_file(path, outputs, settings, redis_url, 5000, False, keep_state=True))
     client = redis.Redis.from_url(redis_url)
     by_part: dict[str, int] = {}
-    identities: set[str] = set()
+    keys = [k.decode() for k in client.scan_iter(match="mem:replay:*", count=1000)]
+    # An identity is what has windows (`{<id>}:meta`); every other hash tag (roll-ups,
+    # `{top}`, peer groups, traces) is shared state, reported apart but counted in the total.
+    identities = {k[k.index("{") + 1 : k.rindex("}")] for k in keys if k.endswith("}:meta")}
     ids_remembered = 0
-    for key in client.scan_iter(match="mem:replay:*", count=1000):
-        name = key.decode()
-        if ":trace:" in name:  # call trees of traces, not an identity's
-            by_part["traces (all)"] = by_part.get("traces (all)", 0) + (
-                client.memory_usage(key, samples=0) or 0
+    for name in keys:
+        used = client.memory_usage(name, samples=0) or 0
+        tag = name[name.index("{") + 1 : name.rindex("}")] if "{" in name else None
+        if tag in identities and name.endswith("}:" + name.rsplit(":", 1)[1]):
+            part = name.rsplit(":", 1)[1]
+        else:
+            kind = name.split(":")[3] if name.count(":") > 3 else "other"
+            part = f"shared {kind.split('{')[0] or kind}" + (
+                " applied" if name.endswith(":applied") else ""
             )
-            continue
-        if "{" not in name or ":throttle:" in name:
-            continue
-        identities.add(name[name.index("{") + 1 : name.rindex("}")])
-        part = name.rsplit(":", 1)[1]
-        by_part[part] = by_part.get(part, 0) + (client.memory_usage(key, samples=0) or 0)
+        by_part[part] = by_part.get(part, 0) + used
         if part == "dd":
-            ids_remembered += client.zcard(key)
+            ids_remembered += client.zcard(name)
     n = len(identities)
     report = {part: used / n for part, used in sorted(by_part.items())}
     report["total"] = sum(by_part.values()) / n
@@ -160,9 +164,20 @@ def main() -> None:
         print(f"simulated {count:,} events, {args.identities} identities, {args.minutes} min")
         print(f"decode: {bench_decode(path):.1f} µs/event")
         with EmbeddedRedis(workdir=folder / "replay-redis") as server:
+            # Side by side: the interpreter's default collector, then meterguard's tuning
+            # (streams/tools/cli.py tune_gc, what `meterguard replay` and workers run with).
+            defaults = gc.get_threshold()
             for batch in (5000, 500):
-                rate = bench_replay(path, count, server.url, batch, folder)
-                print(f"replay (batch {batch}): {rate:,.0f} events/s")
+                gc.set_threshold(*defaults)
+                plain = bench_replay(path, count, server.url, batch, folder)
+                tune_gc()
+                tuned = bench_replay(path, count, server.url, batch, folder)
+                gc.unfreeze()
+                print(
+                    f"replay (batch {batch}): {tuned:,.0f} events/s with tune_gc, "
+                    f"{plain:,.0f} with the default collector ({tuned / plain:.2f}x)"
+                )
+            gc.set_threshold(*defaults)
             mem = memory_per_identity(path, server.url, folder)
             skip = ("total", "identities", "bytes_per_remembered_event")
             parts = ", ".join(f"{k} {v / 1024:.1f}" for k, v in mem.items() if k not in skip)

@@ -4,6 +4,7 @@ commands live in cli_offline.py and cli_traffic.py and are registered here."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from typing import Annotated
 
@@ -89,7 +90,24 @@ for command in (simulate, replay, reconcile, report, evaluate):
 
 
 def main() -> None:
+    tune_gc()
     cli()
+
+
+# The cyclic collector's defaults (700, 10, 10) run a young collection every 700 container
+# allocations; a batch of events allocates hundreds of thousands of short-lived, acyclic
+# objects (models, rows, scores), so collections ran constantly and full ones walked every
+# long-lived object (a profile of replay: 12 % of wall time, 11 full collections freeing 25
+# objects). Freezing what start-up loaded moves it out of the collector's walk, and a young
+# threshold of 50,000 collects per batch rather than per event. benchmarks/throughput.py
+# measures both side by side: replay 1.25-1.27x (4,141 -> 5,266 events/s at batch 5000), the
+# same outputs.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 if __name__ == "__main__":
