@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import orjson
+
 from meterguard.models import DeadLetter, MeteringEvent
 
 MAX_HOPS = 64  # a parent chain longer than any real trace (and a guard against cycles)
@@ -67,8 +69,6 @@ class HeldSpan:
 
     @classmethod
     def from_json(cls, raw: bytes) -> HeldSpan:
-        import orjson
-
         doc = orjson.loads(raw)
         letter = doc.get("unnamed")
         return cls(

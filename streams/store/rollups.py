@@ -42,6 +42,7 @@ from urllib.parse import quote, unquote
 import redis.asyncio as aioredis
 
 from meterguard.detectors.features import MinuteWindow
+from meterguard.models import utc_now
 from meterguard.streams.store.keys import (
     SCAN_COUNT,
     KeyLayout,
@@ -241,8 +242,6 @@ def unquote_identity(key: str, prefix: str) -> str:
 
 
 def _now_ms() -> int:
-    from meterguard.models import utc_now
-
     return to_ms(utc_now())
 
 

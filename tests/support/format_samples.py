@@ -25,12 +25,6 @@ SAMPLES = sorted(
     + [p.name.removesuffix(".pb") for p in DATA.glob("*.pb")]
 )
 
-# Real producer output our decoder reads differently from what the traffic was: name -> what
-# differs (the tests of these samples are strict xfails until the decoder is fixed). Empty:
-# otlp_openai_agents_v2 (every span stamped gen_ai.agent.id "agent", the real name on the
-# agent span only) is read right since identity comes from the nearest agent span, name first.
-DECODER_GAPS: dict[str, str] = {}
-
 
 def sample(name: str) -> tuple[bytes, list[tuple[str, bytes]] | None]:
     """The message value and its Kafka headers (None when it has none)."""

@@ -16,7 +16,6 @@ from meterguard.models import MeteringEvent
 from meterguard.streams.decoding.decode import Origin, decode, decode_message
 from tests.support.format_samples import (
     DATA,
-    DECODER_GAPS,
     SAMPLES,
     generator,
     native_lines,
@@ -39,13 +38,6 @@ EXPECTED = {  # format, ignored records
     "litellm_spend_logs_payload": ("litellm", 0),
     "litellm_standard_logging": ("litellm", 0),
 }
-# The samples compared with their twins; a known decoder gap is a strict xfail.
-TWINNED = [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=DECODER_GAPS[name]))
-    if name in DECODER_GAPS
-    else name
-    for name in SAMPLES
-]
 
 
 def native_equivalent(name: str) -> list[MeteringEvent]:
@@ -59,7 +51,6 @@ def native_equivalent(name: str) -> list[MeteringEvent]:
 
 def test_every_sample_is_listed() -> None:
     assert set(SAMPLES) == set(EXPECTED)
-    assert set(DECODER_GAPS) <= set(SAMPLES)
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -71,7 +62,7 @@ def test_sample_is_read_as_its_format_without_dead_letters(name: str) -> None:
     assert len(result.events) == len(native_lines(name))
 
 
-@pytest.mark.parametrize("name", TWINNED)
+@pytest.mark.parametrize("name", SAMPLES)
 def test_sample_decodes_to_exactly_its_native_equivalent(name: str) -> None:
     value, headers = sample(name)
     result = decode_message(value, headers, INGEST, ORIGIN)
@@ -80,7 +71,7 @@ def test_sample_decodes_to_exactly_its_native_equivalent(name: str) -> None:
     assert (result.format, result.ignored) == EXPECTED[name]
 
 
-@pytest.mark.parametrize("name", TWINNED)
+@pytest.mark.parametrize("name", SAMPLES)
 def test_sample_events_serialise_like_their_native_equivalent(name: str) -> None:
     """What the worker publishes on metering.events is byte-identical too."""
     value, headers = sample(name)
