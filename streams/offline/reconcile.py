@@ -3,8 +3,9 @@ pipeline's own rules, and compare them with what the live namespace holds.
 
 The rules are streams/store/ingest.lua's, applied per identity in source order (they depend on the
 order: the watermark decides which events are late):
-  - dedupe by (identity, event_id), first occurrence wins, while the first occurrence's
-    event time is within the dedupe horizon of the identity's watermark;
+  - dedupe by (identity, event_id), first occurrence wins, while the first occurrence is
+    remembered: until its generation (store/dedupe.py: a quarter of the horizon of event time)
+    lies wholly more than the dedupe horizon behind the identity's watermark;
   - a minute is final once the watermark (newest event ms seen) reaches
     (minute + 1) * 60 s + allowed lateness; a new event of a final minute is late: counted in
     the identity's late totals for its hour, never in the minute window;
@@ -22,6 +23,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+
+from meterguard.streams.store.dedupe import remembered
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -96,7 +99,7 @@ class Ledger:
     def apply(self, event_id: str, event_ms: int, totals: Totals) -> str:
         """Count one event; returns "new", "duplicate" or "late" as the script would."""
         first = self.seen.get(event_id)
-        if first is not None and first >= self.watermark - self.rules.dedupe_horizon_ms:
+        if first is not None and remembered(first, self.watermark, self.rules.dedupe_horizon_ms):
             self.duplicates += 1
             return "duplicate"
         self.seen[event_id] = event_ms

@@ -1,17 +1,19 @@
 -- Atomic per-identity batch: dedupe by event_id, event-time minute windows, lateness.
 -- One call per identity per batch (all its keys share the {identity} hash tag).
 --
--- KEYS: 1 meta (hash), 2 win (hash minute -> packed row), 3 dd (zset event_id -> event ms),
+-- KEYS: 1 meta (hash), 2 win (hash minute -> packed row), 3 dd (hash: remembered event ids,
+--       see store/dedupe.py),
 --       4 late (hash hour -> packed row of too-late events), 5 state (detector checkpoint),
 --       6 rollout (hash: roll-up deltas waiting to be applied, by sequence number)
 -- ARGV: 1 allowed lateness ms, 2 dedupe horizon ms, 3 window minutes, 4 max rows to return,
 --       5 key ttl seconds, 6 the events, one per line, tab-separated:
---       event_id, event_ms, input_tokens, output_tokens, cached_tokens, cost_nano, is_error,
+--       event_ms, input_tokens, output_tokens, cached_tokens, cost_nano, is_error,
 --       attribution group (a line number of ARGV 7, from 0)
---       (event ids cannot hold tabs or newlines: the schema refuses control characters).
 --       One packed argument instead of 8 per event: argument packing dominated the client.
 --       7 attribution groups, one per line: the roll-up targets of an event (store/rollups.py
 --       packs them; the script only copies them).
+--       8 the events' 64-bit id hashes, 8 bytes each in line order (store/dedupe.py),
+--       9 generation length ms, 10 ids per bucket (store/dedupe.py).
 -- Roll-ups: the unique events' sums per (group, minute), (group, hour) and, for late events,
 -- (group, hour) again are stored in `rollout` under the next sequence number, in this same
 -- atomic step: deduped exactly like the windows. store/rollups.py applies them to the team,
@@ -30,6 +32,101 @@ local horizon = tonumber(ARGV[2])
 local window_minutes = tonumber(ARGV[3])
 local max_rows = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
+
+local hashes = ARGV[8]
+local gen_ms = tonumber(ARGV[9])
+local per_bucket = tonumber(ARGV[10])
+
+-- A dedupe key of the former layout (a zset of raw ids, before 0.10) cannot be read as
+-- hashes: it is dropped (CHANGELOG: upgrade with the consumer caught up).
+if redis.call('TYPE', dd).ok == 'zset' then redis.call('DEL', dd) end
+
+-- Dedupe generations (store/dedupe.py): g -> {n = ids, d = depth, vals = bucket -> packed
+-- hashes (read lazily), dirty = buckets to write}. `live` lists the ones holding ids.
+local gens, live = {}, {}
+local function depth_for(n)
+  local d = 0
+  while n > per_bucket * 2 ^ d do d = d + 1 end
+  return d
+end
+local function load_gen(g)
+  local gen = gens[g]
+  if gen == nil then
+    local head = redis.call('HGET', dd, g)
+    gen = {n = 0, d = 0, vals = {}, dirty = {}}
+    if head then
+      local n, d = string.match(head, '(%d+),(%d+)')
+      gen.n, gen.d = tonumber(n), tonumber(d)
+      live[#live + 1] = g
+    end
+    gens[g] = gen
+  end
+  return gen
+end
+local function top24(h)
+  local b1, b2, b3 = string.byte(h, 1, 3)
+  return (b1 * 256 + b2) * 256 + b3
+end
+local function bucket_of(h, d) return math.floor(top24(h) / 2 ^ (24 - d)) end
+local function bucket(g, gen, b)
+  local v = gen.vals[b]
+  if v == nil then
+    v = redis.call('HGET', dd, g .. ':' .. b) or ''
+    gen.vals[b] = v
+  end
+  return v
+end
+local function holds(v, h)
+  local p = string.find(v, h, 1, true)
+  while p do
+    if (p - 1) % 8 == 0 then return true end
+    p = string.find(v, h, p + 1, true)
+  end
+  return false
+end
+-- Re-pack a generation at a greater depth (every field read and written once).
+local function resplit(g, gen, d)
+  local old = {}
+  for b = 0, 2 ^ gen.d - 1 do old[#old + 1] = g .. ':' .. b end
+  local values = {}
+  for i = 1, #old, 1000 do
+    local part = redis.call('HMGET', dd, unpack(old, i, math.min(i + 999, #old)))
+    for k = 1, #part do values[#values + 1] = part[k] end
+  end
+  for i = 1, #old, 1000 do redis.call('HDEL', dd, unpack(old, i, math.min(i + 999, #old))) end
+  local pieces = {}
+  for _, v in ipairs(values) do
+    if v then
+      for at = 1, #v, 8 do
+        local h = string.sub(v, at, at + 7)
+        local b = bucket_of(h, d)
+        local list = pieces[b]
+        if list == nil then list = {}; pieces[b] = list end
+        list[#list + 1] = h
+      end
+    end
+  end
+  gen.d, gen.vals, gen.dirty = d, {}, {}
+  for b, list in pairs(pieces) do
+    gen.vals[b] = table.concat(list)
+    gen.dirty[b] = true
+  end
+end
+-- Is the id hash `h` (first seen at `t`) new? If so it is remembered in t's generation.
+local function first_sighting(h, t)
+  for _, g in ipairs(live) do
+    local gen = gens[g]
+    if holds(bucket(g, gen, bucket_of(h, gen.d)), h) then return false end
+  end
+  local g = math.floor(t / gen_ms)
+  local gen = load_gen(g)
+  if gen.n == 0 then live[#live + 1] = g end
+  local b = bucket_of(h, gen.d)
+  gen.vals[b] = bucket(g, gen, b) .. h
+  gen.dirty[b] = true
+  gen.n = gen.n + 1
+  return true
+end
 
 local m = redis.call('HMGET', meta, 'wm', 'fin', 'sc', 'lo')
 local wm = tonumber(m[1]) or -1
@@ -70,14 +167,35 @@ end
 local n_new, n_dup, n_late = 0, 0, 0
 local min_minute = nil
 
-local j = -1
-for id, ts, inp, out, cached, cost, err, group in
-    string.gmatch(ARGV[6], '([^\t\n]+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d)\t(%d+)\n') do
-  j = j + 1
-  local t = tonumber(ts)
-  inp, out, cached, cost, err = tonumber(inp), tonumber(out), tonumber(cached), tonumber(cost),
-    tonumber(err)
-  if redis.call('ZADD', dd, 'NX', t, id) == 0 then
+-- The batch, parsed first: its generations are loaded and, if it would overfill their
+-- buckets, re-split before any lookup.
+local evs = {}
+for ts, inp, out, cached, cost, err, group in
+    string.gmatch(ARGV[6], '(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d+)\t(%d)\t(%d+)\n') do
+  evs[#evs + 1] = {tonumber(ts), tonumber(inp), tonumber(out), tonumber(cached), tonumber(cost),
+                   tonumber(err), group}
+end
+if #hashes ~= 8 * #evs then
+  return redis.error_reply('ingest: ' .. #evs .. ' events but ' .. #hashes .. ' hash bytes')
+end
+if wm >= 0 then  -- the generations that can hold ids: none older than the last prune left
+  for g = math.floor((wm - horizon) / gen_ms) - 1, math.floor(wm / gen_ms) do load_gen(g) end
+end
+local arriving = {}
+for _, e in ipairs(evs) do
+  local g = math.floor(e[1] / gen_ms)
+  arriving[g] = (arriving[g] or 0) + 1
+end
+for g, k in pairs(arriving) do
+  local gen = load_gen(g)
+  local d = depth_for(gen.n + k)
+  if d > gen.d then resplit(g, gen, d) end
+end
+
+for j0, e in ipairs(evs) do
+  local j = j0 - 1
+  local t, inp, out, cached, cost, err, group = e[1], e[2], e[3], e[4], e[5], e[6], e[7]
+  if not first_sighting(string.sub(hashes, 8 * j + 1, 8 * j + 8), t) then
     n_dup = n_dup + 1; status[j + 1] = 'd'
   else
     local minute = math.floor(t / 60000)
@@ -138,7 +256,25 @@ if fin ~= nil then
     end
     lo = keep_from
   end
-  redis.call('ZREMRANGEBYSCORE', dd, '-inf', '(' .. string.format('%.0f', wm - horizon))
+  -- Remembered ids: write what the batch added, drop generations past the horizon.
+  local cutoff = wm - horizon
+  for g, gen in pairs(gens) do
+    if gen.n > 0 and (g + 1) * gen_ms <= cutoff then
+      local doomed = {g}
+      for b = 0, 2 ^ gen.d - 1 do doomed[#doomed + 1] = g .. ':' .. b end
+      for i = 1, #doomed, 1000 do
+        redis.call('HDEL', dd, unpack(doomed, i, math.min(i + 999, #doomed)))
+      end
+    elseif next(gen.dirty) ~= nil then
+      local writes = {g, gen.n .. ',' .. gen.d}
+      for b in pairs(gen.dirty) do
+        writes[#writes + 1] = g .. ':' .. b; writes[#writes + 1] = gen.vals[b]
+      end
+      for i = 1, #writes, 1000 do
+        redis.call('HSET', dd, unpack(writes, i, math.min(i + 999, #writes)))
+      end
+    end
+  end
   redis.call('HSET', meta, 'wm', string.format('%.0f', wm), 'fin', fin, 'sc', sc, 'lo', lo)
   redis.call('HINCRBY', meta, 'new', n_new)
   redis.call('HINCRBY', meta, 'dup', n_dup)

@@ -6,7 +6,7 @@ the key):
 
     {prefix}:{<identity>}:meta    hash: watermark, final/scored minute, counters   windows
     {prefix}:{<identity>}:win     hash: epoch minute -> "calls,in,out,cached,cost_nano,errors"
-    {prefix}:{<identity>}:dd      zset: event_id -> event ms (dedupe horizon)       windows
+    {prefix}:{<identity>}:dd      hash: 64-bit id hashes by generation (dedupe.py) windows
     {prefix}:{<identity>}:late    hash: epoch hour -> packed row past lateness      windows
     {prefix}:{<identity>}:state   detector + policy checkpoint (JSON)               windows
     {prefix}:{<identity>}:released hash: alert_id -> operator release command id    throttles

@@ -5,7 +5,8 @@ Keys (all of one identity share its `{identity}` hash tag, see keys.py):
     {prefix}:{<identity>}:meta    hash: wm (watermark ms), fin/sc (final/scored minute), lo,
                                   counters new/dup/late
     {prefix}:{<identity>}:win     hash: epoch minute -> "calls,in,out,cached,cost_nano,errors"
-    {prefix}:{<identity>}:dd      zset: event_id -> event ms (dedupe horizon, event time)
+    {prefix}:{<identity>}:dd      hash: 64-bit hashes of remembered event ids by generation of
+                                  first event time (dedupe.py)
     {prefix}:{<identity>}:late    hash: epoch hour -> packed row of events past lateness
     {prefix}:{<identity>}:state   detector + policy checkpoint (JSON)
 
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 
 from meterguard.detectors.features import MinuteWindow
 from meterguard.models import Alert, MeteringEvent
+from meterguard.streams.store.dedupe import IDS_PER_BUCKET, generation_ms, id_hash
 from meterguard.streams.store.history import History
 from meterguard.streams.store.keys import KeyLayout, StoreConfig, load_script, text, unpack_row
 from meterguard.streams.store.peers import PeerGroup, PeerReport, Peers
@@ -98,10 +100,18 @@ class Windows:
             cfg.max_rows,
             cfg.ttl_s,
         ]
+        dedupe_generation_ms = generation_ms(cfg.dedupe_horizon_s * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             for identity, events in groups.items():
                 packed_groups, of_event = (attribution or {}).get(identity, ("", ()))
-                args = [*head, _pack_events(events, of_event), packed_groups]
+                args = [
+                    *head,
+                    _pack_events(events, of_event),
+                    packed_groups,
+                    b"".join(id_hash(e.event_id) for e in events),
+                    dedupe_generation_ms,
+                    IDS_PER_BUCKET,
+                ]
                 keys = [
                     self._keys.identity_key(identity, p)
                     for p in ("meta", "win", "dd", "late", "state", "rollout")
@@ -201,7 +211,7 @@ class Windows:
 
 def _pack_events(events: Sequence[MeteringEvent], group_of: Sequence[int] = ()) -> str:
     return "".join(
-        f"{e.event_id}\t{e.event_time_ms}\t{e.input_tokens}\t{e.output_tokens}\t"
+        f"{e.event_time_ms}\t{e.input_tokens}\t{e.output_tokens}\t"
         f"{e.cached_tokens}\t{e.cost_nano_usd}\t{int(e.status == 'error')}\t"
         f"{group_of[i] if group_of else 0}\n"
         for i, e in enumerate(events)
