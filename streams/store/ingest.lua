@@ -233,7 +233,14 @@ if #rolled_order > 0 and ARGV[7] ~= '' then
       a[1], a[2], a[3], a[4], a[5], a[6])
   end
   local seq = redis.call('HINCRBY', meta, 'rseq', 1)
-  redis.call('HSET', rollout, seq, ARGV[7] .. '--\n' .. table.concat(lines))
+  if seq == 1 then
+    -- New keys (or expired ones): start from the clock in microseconds, above any sequence
+    -- the identity had before its keys expired (roll-ups remember the newest one applied).
+    local now = redis.call('TIME')
+    seq = tonumber(now[1]) * 1000000 + tonumber(now[2])
+    redis.call('HSET', meta, 'rseq', string.format('%.0f', seq))
+  end
+  redis.call('HSET', rollout, string.format('%.0f', seq), ARGV[7] .. '--\n' .. table.concat(lines))
 end
 for hour, a in pairs(late_rows) do merge(late, hour, a) end
 

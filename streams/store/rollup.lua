@@ -3,16 +3,22 @@
 -- KEYS: 1 the roll-up hash ({prefix}:rollup:{<dimension>|<value>}): "m<minute>", "h<hour>",
 --       "l<hour>" (late events of the hour) -> packed "calls,input,output,cached,cost_nano,
 --       errors"; "lo" -> the oldest minute kept, "hi" -> the newest minute seen
---       2 applied (zset, same hash tag): token -> when it was applied (ms)
--- ARGV: 1 token ("<identity>#<sequence>": one ingest step of one identity), 2 now ms,
---       3 how long tokens are remembered (ms), 4 ttl seconds, 5 minutes kept,
+--       2 applied (hash, same hash tag): identity -> the newest sequence applied
+-- ARGV: 1 identity, 2 sequence (one ingest step of that identity: ingest.lua's `rseq`, which
+--       only grows), 3 unused, 4 ttl seconds, 5 minutes kept,
 --       6 deltas, one per line: kind ("m", "h" or "l") \t bucket \t packed row
--- Returns 1 when applied, 0 when this token was applied before (a redelivery after a crash).
+-- Returns 1 when applied, 0 when this step was applied before (a redelivery after a crash).
+-- One number per identity is enough because every caller applies an identity's waiting steps
+-- in sequence order, and a step waits until applied (store/rollups.py): whoever applies
+-- step s has seen every earlier step still waiting.
 local rollup, applied = KEYS[1], KEYS[2]
-local now, remember, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl = tonumber(ARGV[4])
 local keep = tonumber(ARGV[5])
-if redis.call('ZADD', applied, 'NX', now, ARGV[1]) == 0 then return 0 end
-redis.call('ZREMRANGEBYSCORE', applied, '-inf', '(' .. string.format('%.0f', now - remember))
+-- The former layout (a zset of "<identity>#<sequence>" tokens, before 0.10) is dropped.
+if redis.call('TYPE', applied).ok == 'zset' then redis.call('DEL', applied) end
+local seq = tonumber(ARGV[2])
+if seq <= tonumber(redis.call('HGET', applied, ARGV[1]) or '-1') then return 0 end
+redis.call('HSET', applied, ARGV[1], ARGV[2])
 local hi = tonumber(redis.call('HGET', rollup, 'hi') or '-1')
 local deltas, low = {}, nil
 for kind, bucket, packed in string.gmatch(ARGV[6], '([mhl])\t(%d+)\t([%d,]+)\n') do

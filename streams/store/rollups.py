@@ -9,7 +9,7 @@ Keys:
     {prefix}:rollup:{<dim>|<value>}       hash: m<minute>, h<hour>, l<hour> (late events of
                                           the hour) -> "calls,in,out,cached,cost_nano,errors";
                                           lo/hi: the minutes kept
-    {prefix}:rollup:{<dim>|<value>}:applied  zset: "<identity>#<sequence>" -> applied at (ms)
+    {prefix}:rollup:{<dim>|<value>}:applied  hash: identity -> newest ingest step applied
     {prefix}:rollup-members:{<dim>|<value>}  set: the identities seen in a team, business
                                           unit or environment (group budgets' commands)
     {prefix}:rollup-index:<dim>           set: the values seen (report listing)
@@ -25,9 +25,12 @@ after a crash adds nothing new). Only `team`, `business_unit` and `environment` 
 members: budgets act on those groups, and a model's "members" would be most identities.
 
 Exactly once across hash slots (Redis Cluster): ingest.lua cannot touch a team's key, so it
-leaves its deltas in the identity's own `rollout`; `apply` adds them to each roll-up with
-rollup.lua, which remembers the token (`<identity>#<sequence>`) in the roll-up's own slot and
-refuses it a second time; only then are the deltas deleted. A crash in between leaves them
+leaves its deltas in the identity's own `rollout` under a sequence number that only grows
+(it starts from the clock when an identity's keys are new, so it outlives their expiry);
+`apply` adds them to each roll-up with rollup.lua in sequence order, which remembers the
+newest sequence applied per identity in the roll-up's own slot and refuses an older or equal
+one; only then are the deltas deleted. One number per (roll-up, identity), not a token per
+step: a token per step cost about 10 KiB per identity after two hours of replay. A crash in between leaves them
 waiting, and the identity's next ingest returns them to be applied again, at most once
 (`sweep` applies what identities that never come back left).
 """
@@ -115,28 +118,28 @@ class Rollups:
     async def apply(self, pending: Iterable[Pending], now_ms: int) -> int:
         """Add every pending step's deltas to its roll-ups (at most once each), then delete
         them. Returns how many steps were new to their roll-ups."""
-        steps = list(pending)
+        # In sequence order per identity: rollup.lua keeps only the newest step applied.
+        steps = sorted(pending, key=lambda p: (p.identity, int(p.sequence)))
         if not steps:
             return 0
         calls: list[tuple[str, str, str]] = []  # (dimension, value, token) per script call
         members: set[tuple[str, str, str]] = set()  # (dimension, value, identity)
         async with self._redis.pipeline(transaction=False) as pipe:
             for step in steps:
-                token = f"{step.identity}#{step.sequence}"
                 for (dimension, value), lines in _targets(step.payload).items():
                     if dimension in MEMBER_DIMENSIONS:
                         members.add((dimension, value, step.identity))
                     key = self.key(dimension, value)
                     args: list[str | int] = [
-                        token,
+                        step.identity,
+                        step.sequence,
                         now_ms,
-                        self._config.dedupe_horizon_s * 1000,
                         ROLLUP_TTL_S,
                         self._config.window_minutes,
                         lines,
                     ]
                     await self._apply(keys=[key, f"{key}:applied"], args=args, client=pipe)
-                    calls.append((dimension, value, token))
+                    calls.append((dimension, value, step.sequence))
             replies = await pipe.execute()
         async with self._redis.pipeline(transaction=False) as pipe:
             for dimension, value in {(d, v) for d, v, _ in calls}:

@@ -136,7 +136,7 @@ async def test_a_crash_before_the_rollups_leaves_deltas_that_are_applied_once(st
     # The worker ingests, then dies before applying: the deltas wait in `rollout`.
     results = await store.windows.ingest(by_identity, groups)
     pending = [p for r in results.values() for p in r.pending_rollups]
-    assert pending and all(p.sequence == "1" for p in pending)
+    assert pending and all(len(r.pending_rollups) == 1 for r in results.values())
     # The redelivery finds every event a duplicate, and the waiting deltas again.
     again = await store.windows.ingest(by_identity, groups)
     assert sum(r.new + r.late for r in again.values()) == 0
@@ -149,6 +149,34 @@ async def test_a_crash_before_the_rollups_leaves_deltas_that_are_applied_once(st
     assert payments.calls == sum(1 for e in events if e.identity in ("agent-a", "agent-b"))
     # Applied deltas are gone; a sweep finds nothing left.
     assert await store.rollups.sweep() == 0
+
+
+async def test_steps_left_by_a_crash_apply_once_in_sequence_order_even_after_keys_expire(
+    store: Store,
+):
+    events = [e for e in traffic(seed=7)[:400] if e.identity == "agent-a"]
+    half = len(events) // 2
+    groups = {"agent-a": (pack_groups([(("team", "payments"),)]), [0] * half)}
+    first = await store.windows.ingest({"agent-a": events[:half]}, groups)
+    rest = {"agent-a": (groups["agent-a"][0], [0] * (len(events) - half))}
+    second = await store.windows.ingest({"agent-a": events[half:]}, rest)
+    # The second ingest returns both steps (the first was never applied), in any order.
+    waiting = second["agent-a"].pending_rollups
+    assert len(waiting) == 2 and first["agent-a"].pending_rollups[0] in waiting
+    assert await store.rollups.apply(list(reversed(waiting)), 1_000) == 2
+    assert await store.rollups.apply(waiting, 2_000) == 0
+    payments = totals((await store.rollups.rows("team", "payments")).hours)
+    assert payments.calls == len({e.event_id for e in events})
+    # The identity's keys expire (idle past their TTL); its next steps still count.
+    for part in ("meta", "win", "dd", "late", "state", "rollout"):
+        await store.redis.delete(store.keys.identity_key("agent-a", part))
+    later = [e.model_copy(update={"event_id": e.event_id + "-later"}) for e in events[:10]]
+    again = await store.windows.ingest(
+        {"agent-a": later}, {"agent-a": (groups["agent-a"][0], [0] * 10)}
+    )
+    assert await store.rollups.apply(again["agent-a"].pending_rollups, 3_000) == 1
+    payments = totals((await store.rollups.rows("team", "payments")).hours)
+    assert payments.calls == len({e.event_id for e in events}) + 10
 
 
 async def test_a_sweep_applies_what_an_identity_that_never_came_back_left(store: Store):
