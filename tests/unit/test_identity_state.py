@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import orjson
 import pytest
@@ -70,7 +72,7 @@ def test_missing_checkpoint_is_a_fresh_state(blob: bytes | None) -> None:
 
 
 def test_checkpoint_is_versioned_json() -> None:
-    doc = orjson.loads(busy_state().to_bytes())
+    doc = orjson.loads(zlib.decompress(busy_state().to_bytes()))
     assert doc["v"] == STATE_VERSION
     assert set(doc) >= {"filters", "episodes", "last_scores", "who", "skipped_minutes"}
 
@@ -118,7 +120,7 @@ def test_round_trip_of_an_identity_with_no_episode() -> None:
 
 @pytest.mark.parametrize("version", [0, 2, 99, "1", None])
 def test_unknown_state_version_restarts_cleanly(version: object) -> None:
-    doc = orjson.loads(busy_state().to_bytes())
+    doc = orjson.loads(zlib.decompress(busy_state().to_bytes()))
     doc["v"] = version
     restarted = IdentityState.from_bytes(orjson.dumps(doc))
     assert restarted.to_bytes() == IdentityState().to_bytes()
@@ -126,7 +128,7 @@ def test_unknown_state_version_restarts_cleanly(version: object) -> None:
 
 
 def test_state_without_a_version_restarts_cleanly() -> None:
-    doc = orjson.loads(busy_state().to_bytes())
+    doc = orjson.loads(zlib.decompress(busy_state().to_bytes()))
     del doc["v"]
     restarted = IdentityState.from_bytes(orjson.dumps(doc))
     assert restarted.to_bytes() == IdentityState().to_bytes()
@@ -138,7 +140,7 @@ def test_future_format_with_other_keys_restarts_cleanly() -> None:
 
 
 def test_checkpoint_missing_a_detector_starts_that_detector_fresh() -> None:
-    doc = orjson.loads(busy_state().to_bytes())
+    doc = orjson.loads(zlib.decompress(busy_state().to_bytes()))
     doc["filters"] = {}
     state = IdentityState.from_bytes(orjson.dumps(doc))
     assert set(state.filters) == set(REGISTRY)
@@ -149,7 +151,7 @@ def test_checkpoint_missing_a_detector_starts_that_detector_fresh() -> None:
 
 
 def test_checkpoint_of_an_unregistered_detector_is_ignored() -> None:
-    doc = orjson.loads(busy_state().to_bytes())
+    doc = orjson.loads(zlib.decompress(busy_state().to_bytes()))
     doc["filters"]["retired_detector"] = {"model": {}, "refused_in_a_row": 0}
     state = IdentityState.from_bytes(orjson.dumps(doc))
     assert set(state.filters) == set(REGISTRY)
@@ -180,3 +182,16 @@ def test_truncated_real_checkpoint_restarts_learning() -> None:
     blob = busy_state().to_bytes()
     assert not _is_fresh(IdentityState.from_bytes(blob))
     assert _is_fresh(IdentityState.from_bytes(blob[: len(blob) // 2]))
+
+
+def test_checkpoints_are_compressed_and_plain_json_ones_still_read() -> None:
+    state = busy_state()
+    blob = state.to_bytes()
+    plain = zlib.decompress(blob)
+    assert len(blob) * 2 < len(plain)  # the packed arrays are mostly zeros
+    assert IdentityState.from_bytes(plain).to_bytes() == blob  # a checkpoint of 0.9
+
+
+def test_a_corrupt_compressed_checkpoint_is_a_fresh_state() -> None:
+    blob = busy_state().to_bytes()
+    assert IdentityState.from_bytes(blob[:-9]).to_bytes() == IdentityState().to_bytes()
