@@ -158,6 +158,7 @@ class ReplayRun:
             build_store(self.client, settings.store_config(prefix=self.namespace)),
             settings.policy if policy is None else policy,
             settings.registry,
+            keep_scores=outputs is not None and outputs.scores is not None,
         )
         self.decoder = OfflineDecoder(DecodeContext.of(settings))
         self.outputs = outputs

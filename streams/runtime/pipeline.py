@@ -20,10 +20,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from meterguard.detectors.base import MinuteDetector
 from meterguard.detectors.features import EventFacts, IdentityContext, MinuteWindow
 from meterguard.models import Alert, MeteringEvent, ThrottleCommand, utc_now
 from meterguard.streams.policy.config import PolicyConfig
-from meterguard.streams.policy.episodes import Attribution, ScoredMinute, decide
+from meterguard.streams.policy.episodes import Attribution, Baseline, ScoredMinute, decide
 from meterguard.streams.policy.registry import Registry, rollup_targets
 from meterguard.streams.runtime.group_budget_check import GroupBudgetCheck
 from meterguard.streams.runtime.identity_state import IdentityState
@@ -72,9 +73,16 @@ _STATUS = {"n": "new", "d": "duplicate", "l": "late"}
 
 class Pipeline:
     def __init__(
-        self, store: Store, policy: PolicyConfig, registry: Registry | None = None
+        self,
+        store: Store,
+        policy: PolicyConfig,
+        registry: Registry | None = None,
+        keep_scores: bool = True,
     ) -> None:
+        """`keep_scores`: one EventScores per input event in `BatchOutcome.scores` (replay's
+        --scores-out, tests); a worker publishes none and skips building them."""
         self.store = store
+        self.keep_scores = keep_scores
         self.policy = policy
         self.registry = registry if registry is not None else Registry()
         self.lateness_ms = store.config.allowed_lateness_s * 1000
@@ -121,8 +129,9 @@ class Pipeline:
                 context,
                 outcome,
             )
-            for i, item in zip(indices, scored, strict=True):
-                per_event[i] = item
+            if self.keep_scores:
+                for i, item in zip(indices, scored, strict=True):
+                    per_event[i] = item
         outcome.scores = [s for s in per_event if s is not None]
         await self._check_group_budgets(events, outcome)
         return outcome
@@ -217,6 +226,8 @@ class Pipeline:
         while rows and result.final_before is not None and rows[0].minute <= result.final_before:
             self._score_minute(identity, state, rows.pop(0), None, out)
         closes = {c.event_index: c.minute for c in result.closes}
+        # Only the detectors with an event hook (drift, retry loop, agent chain) see events.
+        observers = [f.detector for f in state.filters.values() if _observes_events(f.detector)]
         scored: list[EventScores] = []
         for i, event in enumerate(events):
             status = _STATUS[result.status[i]]
@@ -228,12 +239,13 @@ class Pipeline:
             final_minute = closes.get(i)
             while final_minute is not None and rows and rows[0].minute <= final_minute:
                 self._score_minute(identity, state, rows.pop(0), event, out)
-            if status != "duplicate":  # after the minutes it closed: it belongs to a later one
+            if status != "duplicate" and observers:  # after the minutes it closed
                 facts = event_facts(event, spans[i])
-                for detector in state.filters.values():
-                    detector.detector.observe_one(facts)
-            # No copy: _score_minute replaces the dict instead of changing it in place.
-            scored.append(EventScores(event, status, state.last_scores))
+                for observer in observers:
+                    observer.observe_one(facts)
+            if self.keep_scores:
+                # No copy: _score_minute replaces the dict instead of changing it in place.
+                scored.append(EventScores(event, status, state.last_scores))
         while rows:  # defensive: rows the closes did not account for
             self._score_minute(identity, state, rows.pop(0), None, out)
         out.stats["events_new"] += result.new
@@ -285,11 +297,17 @@ class Pipeline:
         # not depend on which event (or which batch, after a crash) happened to close it.
         final_ms = (window.minute + 1) * MINUTE_MS + self.lateness_ms
         closer_ms = closer.event_time_ms if closer is not None else final_ms
-        baseline = state.baseline()
+        baseline: Baseline | None = None
+        fire_at = self.policy.for_environment(state.who.environment).fire_at
         scores = dict(state.last_scores)  # a new dict per minute: events keep their snapshot
         for name, detector in state.filters.items():
             verdict = detector.process(window)
             scores[name] = round(verdict.score, 6)
+            if verdict.score < fire_at and state.episodes.get(name) is None:
+                state.episodes[name] = None  # what `decide` returns for a quiet minute
+                continue
+            if baseline is None:
+                baseline = state.baseline()
             minute = ScoredMinute(
                 identity, name, window, verdict, state.who, baseline, final_ms, closer_ms
             )
@@ -299,6 +317,11 @@ class Pipeline:
             out.commands.extend(decision.commands)
         state.last_scores = scores
         out.stats["minutes_scored"] += 1
+
+
+def _observes_events(detector: object) -> bool:
+    """Whether a detector has an event hook (MinuteDetector's is a no-op)."""
+    return getattr(type(detector), "observe_one", None) is not MinuteDetector.observe_one
 
 
 def _attribution(event: MeteringEvent, current: Attribution) -> Attribution:
