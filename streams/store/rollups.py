@@ -144,6 +144,8 @@ class Rollups:
         async with self._redis.pipeline(transaction=False) as pipe:
             for dimension, value in {(d, v) for d, v, _ in calls}:
                 pipe.sadd(self._index(dimension), value)
+            for dimension in {d for d, _, _ in calls}:  # lives as long as its newest roll-up
+                pipe.expire(self._index(dimension), ROLLUP_TTL_S)
             for dimension, value, identity in sorted(members):
                 pipe.sadd(self.members_key(dimension, value), identity)
             for dimension, value in sorted({(d, v) for d, v, _ in members}):
