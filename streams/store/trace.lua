@@ -10,7 +10,10 @@
 -- ARGV: 1 ttl seconds, 2 max hops, 3 spans, one per line:
 --       span_id \t parent_span_id \t identity \t cost_nano \t event hour \t packed row
 --       ("1,input,output,cached,cost_nano,errors"),
---       4 ttl seconds of the credits hash (the dedupe horizon: a crash's credits outlive it)
+--       4 ttl seconds of the credits hash (the dedupe horizon: a crash's credits outlive it),
+--       5 max spans linked per trace ("\tn" counts them: no span id holds a tab): a span
+--       past it is described from the links already made but neither linked nor credited,
+--       and nothing waits for it, so a runaway trace's hash stays bounded
 -- Returns {places, credits}. places: one string, a line per span (packed: a nested reply
 -- per span cost more to parse than the whole script): depth \t cycle (1: its identity
 -- already appears among its ancestors) \t root identity ('' until the chain of parents
@@ -26,6 +29,8 @@
 -- than max hops never reaches a root: never credited.
 local key, credits = KEYS[1], KEYS[2]
 local ttl, max_hops, credits_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local max_spans = tonumber(ARGV[5])
+local linked = tonumber(redis.call('HGET', key, '\tn') or '0')
 
 local links = {} -- span -> {parent, identity}, or false: not linked (this call's cache)
 local function link_of(span)
@@ -45,7 +50,8 @@ end
 local spans, fresh = {}, {}
 for span, parent, identity, cost, hour, row in string.gmatch(ARGV[3],
     '([^\t\n]+)\t([^\t\n]*)\t([^\t\n]+)\t(%d+)\t(%d+)\t([%d,]+)\n') do
-  if redis.call('HSETNX', key, span, parent .. '\t' .. identity) == 1 then
+  if linked < max_spans and redis.call('HSETNX', key, span, parent .. '\t' .. identity) == 1 then
+    linked = linked + 1
     if parent ~= '' then redis.call('HINCRBY', key, '#' .. parent, 1) end
     redis.call('HINCRBY', key, '$', cost)
     links[span] = {parent, identity}
@@ -53,7 +59,9 @@ for span, parent, identity, cost, hour, row in string.gmatch(ARGV[3],
   end
   spans[#spans + 1] = {span, parent, identity}
 end
+redis.call('HSET', key, '\tn', linked)
 redis.call('EXPIRE', key, ttl)
+local full = linked >= max_spans
 
 -- The root identity of a linked span's chain; else nil and the first ancestor not linked
 -- yet; nil, nil: a loop of span ids or a chain longer than max hops.
@@ -78,7 +86,7 @@ local function settle(span, usage)
     if root ~= link_of(span)[2] then
       redis.call('HSET', credits, span, root .. '\t' .. usage)
     end
-  elseif missing then
+  elseif missing and not full then
     if waits[missing] == nil then
       waits[missing] = {}
       missing_order[#missing_order + 1] = missing

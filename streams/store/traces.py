@@ -41,6 +41,11 @@ from meterguard.streams.store.keys import (
 
 TRACE_TTL_S = 3600  # a trace's call tree is kept this long after its last span
 MAX_TRACE_HOPS = 64
+# Spans linked per trace: a bound on one call tree's memory (about 60 B a span: 10,000 spans
+# are ~600 KB), not a volume of traffic. A trace that grows past it (an agent looping for an
+# hour) has been scored deep and wide long before; its later spans are still described from
+# the tree so far, but not linked or credited to the root (trace.lua).
+MAX_TRACE_SPANS = 10_000
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Traces:
                     MAX_TRACE_HOPS,
                     packed,
                     self._config.ttl_s,
+                    MAX_TRACE_SPANS,
                 ]
                 keys = [self._keys.trace_key(trace_id), self.credits_key(trace_id)]
                 await self._trace(keys=keys, args=args, client=pipe)

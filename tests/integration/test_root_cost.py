@@ -21,6 +21,7 @@ from meterguard.models import MeteringEvent
 from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.runtime.pipeline import Pipeline
 from meterguard.streams.store import Store, StoreConfig, build_store
+from meterguard.streams.store import traces as traces_module
 from meterguard.streams.store.rollups import totals
 from meterguard.streams.store.showback import Period
 from meterguard.streams.store.showback_read import load_report
@@ -269,3 +270,19 @@ async def test_two_workers_sharing_traces_credit_each_span_once(redis_url: str):
     await assert_driven_exact(stores[0], events)
     for c in clients:
         await c.aclose()
+
+
+async def test_a_runaway_trace_stops_growing_at_its_span_cap(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(traces_module, "MAX_TRACE_SPANS", 5)
+    chain = [SpanLink("loop", f"s{i}", f"s{i - 1}" if i else None, "agent-x", 10, hour=7)
+             for i in range(12)]  # fmt: skip
+    places, _ = await store.traces.link_spans(chain[:8])
+    # The first five are linked; a span past the cap is described from the links made (its
+    # parent unlinked: depth 0).
+    assert [p.depth for p in places] == [0, 1, 2, 3, 4, 5, 0, 0]
+    before = await store.redis.hlen(store.keys.trace_key("loop"))
+    places, _ = await store.traces.link_spans(chain[8:])  # their parents were never linked
+    assert [p.depth for p in places] == [0, 0, 0, 0]
+    assert await store.redis.hlen(store.keys.trace_key("loop")) == before  # nothing waits
