@@ -71,6 +71,18 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="mg", min_length=1, description="Redis key namespace")
     batch_size: int = Field(default=2000, ge=1)
     batch_seconds: float = Field(default=0.5, gt=0)
+    # Off (default): decode_agent re-keys by identity through MG_TOPIC_EVENTS, so one
+    # partition, and so one worker at a time, sees an identity's events in order whatever the
+    # producers' keys. On: the decode agent scores each batch itself, without the hop.
+    raw_keyed_by_identity: bool = Field(
+        default=False,
+        description="the operator's promise that every record on MG_TOPIC_RAW has as its "
+        "Kafka key the identity of all its events (so one partition holds an identity's "
+        "events in order): the decode agent then scores directly, without the "
+        "MG_TOPIC_EVENTS hop. A record keyed otherwise is still counted exactly once, but "
+        "its identity's events may be read out of order (some counted late) and scored by "
+        "two workers at once",
+    )
 
     allowed_lateness_s: int = Field(default=30, ge=0)
     dedupe_horizon_s: int = Field(default=48 * 3600, ge=60)

@@ -1,10 +1,11 @@
 """Raw message bytes -> MeteringEvents and DeadLetters. Never raises: bad input is data.
 
-`decode` reads one native message (one event or one dead letter). `decode_message` reads a
+`decode` reads one native event (one event or one dead letter). `decode_message` reads a
 message in any input format (streams/decoding/formats: native, CloudEvents, OTLP GenAI spans in
 JSON or protobuf, OpenAI responses, LiteLLM spend logs), which may carry many records: every
 record is validated by the same rules as native input (size, counts, printable identity,
-future skew) and becomes an event or a dead letter of its own.
+future skew) and becomes an event or a dead letter of its own. A native message may be one
+event object or a JSON array of them; each element is a record, like a CloudEvents batch's.
 
 Pure: the caller passes `ingest_time` (the worker's clock, or the file's for replay).
 """
@@ -37,7 +38,12 @@ from meterguard.streams.decoding.formats import (
     read_headers,
 )
 from meterguard.streams.decoding.formats.cloudevents import binary as cloudevents_binary
-from meterguard.streams.decoding.formats.common import Normalised, headers_for_dead_letter
+from meterguard.streams.decoding.formats.common import (
+    Normalised,
+    Record,
+    as_raw,
+    headers_for_dead_letter,
+)
 from meterguard.streams.decoding.trace_attribution import HeldSpan, SpanLink
 
 MAX_MESSAGE_BYTES = 1_048_576
@@ -62,6 +68,8 @@ def decode(
     origin: Origin = Origin(),
     max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
 ) -> MeteringEvent | DeadLetter:
+    """One native event. A JSON array of events is many records: `decode_message` reads it."""
+
     def dead(reason: str, error: str) -> DeadLetter:
         return dead_letter(raw, reason, error, ingest_time, origin)
 
@@ -72,7 +80,7 @@ def decode(
     except orjson.JSONDecodeError as exc:
         return dead("invalid_json", str(exc))
     if not isinstance(doc, dict):
-        return dead("not_an_object", f"expected a JSON object, got {type(doc).__name__}")
+        return dead("not_an_object", _not_an_object(doc))
     return _validate(doc, ingest_time, max_future_skew, dead)
 
 
@@ -178,10 +186,14 @@ def _decode_message(
         except orjson.JSONDecodeError as exc:
             return refuse("invalid_json", str(exc))
         fmt = by_content(doc, detected.format)
-        if fmt == NATIVE:
+        if fmt == NATIVE and isinstance(doc, list):  # many native events in one message
+            refused = _refusal(len(doc))  # before building a record per element
+            if refused is not None:
+                return refuse(*refused)
+            found = _native_batch(doc)
+        elif fmt == NATIVE:
             if not isinstance(doc, dict):
-                kind = type(doc).__name__
-                return refuse("not_an_object", f"expected a JSON object, got {kind}")
+                return refuse("not_an_object", _not_an_object(doc))
 
             def native_dead(reason: str, error: str) -> DeadLetter:
                 return dead_letter(
@@ -189,8 +201,38 @@ def _decode_message(
                 )
 
             return DecodeResult([_validate(doc, ingest_time, max_future_skew, native_dead)])
-        found = normalise(fmt, doc, raw, mapping, readable)
+        else:
+            found = normalise(fmt, doc, raw, mapping, readable)
     return _records(found, raw, fmt, ingest_time, origin, max_future_skew, evidence)
+
+
+def _not_an_object(doc: Any) -> str:
+    return f"expected a JSON object, got {type(doc).__name__}"
+
+
+def _native_batch(doc: list[Any]) -> Normalised:
+    """A JSON array of native events: every element is a record validated like a message of
+    its own; its dead letter carries the element's JSON, as a CloudEvents batch element's."""
+    return Normalised(
+        [
+            Record(as_raw(item), doc=item)
+            if isinstance(item, dict)
+            else Record(as_raw(item), reason="not_an_object", error=_not_an_object(item))
+            for item in doc
+        ]
+    )
+
+
+def _refusal(count: int) -> tuple[str, str] | None:
+    """The dead letter (reason, error) of a whole message of `count` records, if it gets one."""
+    if count > MAX_RECORDS_PER_MESSAGE:
+        return (
+            "too_many_records",
+            f"{count} records in one message, limit {MAX_RECORDS_PER_MESSAGE}",
+        )
+    if count == 0:
+        return "empty_batch", "the message holds no records"
+    return None
 
 
 def _otlp_protobuf(raw: bytes) -> dict[str, Any] | None:
@@ -216,12 +258,9 @@ def _records(
     def letter(data: bytes, reason: str, error: str) -> DeadLetter:
         return dead_letter(data, reason, error, ingest_time, origin, fmt=fmt, headers=evidence)
 
-    if len(found.records) + found.ignored > MAX_RECORDS_PER_MESSAGE:
-        count = len(found.records) + found.ignored
-        error = f"{count} records in one message, limit {MAX_RECORDS_PER_MESSAGE}"
-        return DecodeResult([letter(raw, "too_many_records", error)], 0, fmt)
-    if not found.records and not found.ignored:
-        return DecodeResult([letter(raw, "empty_batch", "the message holds no records")], 0, fmt)
+    refused = _refusal(len(found.records) + found.ignored)
+    if refused is not None:
+        return DecodeResult([letter(raw, *refused)], 0, fmt)
     items: list[MeteringEvent | DeadLetter] = []
     held: list[HeldSpan] = []
     for record in found.records:
@@ -244,7 +283,8 @@ def _records(
 
 
 def decode_event_json(raw: bytes) -> MeteringEvent:
-    """Read back an event this pipeline already validated (the keyed `metering.events` topic)."""
+    """Read back one event of the keyed `metering.events` topic, in full (an older one-event
+    record, or one element of a batch record: streams/decoding/keyed_events.py)."""
     return MeteringEvent.model_validate_json(raw)
 
 

@@ -1,18 +1,25 @@
-"""The Faust app: two thin agents around the pure decode and the shared batch pipeline.
+"""The Faust app: thin agents around the pure decode and the shared batch pipeline.
 
     metering.raw --decode_agent--> metering.events (keyed by identity) --score_agent-->
         meterguard.alerts, meterguard.throttle (+ Redis throttle keys), metering.dlq
 
 Re-keying by identity puts every event of one identity in one partition, so one worker at a
 time owns an identity's windows and detector state (Redis stays correct either way: dedupe
-and windows are atomic per identity, and checkpoints are compare-and-set).
+and windows are atomic per identity, and checkpoints are compare-and-set). A hop record is a
+batch: one identity's events of one decode batch (streams/decoding/keyed_events.py).
+
+With MG_RAW_KEYED_BY_IDENTITY the producers already key metering.raw by identity, and the
+decode agent scores its batches itself (`_score`, the very steps of score_agent), without the
+hop. score_agent still drains metering.events (records written before the switch).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 
 import faust
@@ -20,17 +27,13 @@ import redis.asyncio as aioredis
 
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from meterguard.streams import metrics
-from meterguard.streams.decoding.decode import (
-    Origin,
-    dead_letter,
-    decode_event_json,
-    decode_message,
-)
+from meterguard.streams.decoding.decode import Origin, decode_message
+from meterguard.streams.decoding.keyed_events import keyed_records, read_keyed
 from meterguard.streams.decoding.trace_attribution import HeldSpan, SpanLink
 from meterguard.streams.delivery.deliverer import install_delivery
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
 from meterguard.streams.runtime.registry_feed import refreshed
-from meterguard.streams.runtime.trace_holds import TraceHolds
+from meterguard.streams.runtime.trace_holds import Settled, TraceHolds
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
 from meterguard.streams.store.retry import retrying
@@ -65,12 +68,15 @@ def create_app(settings: Settings) -> faust.App:
     raw, events = raw_topic(settings.topic_raw), raw_topic(settings.topic_events)
     redis_client = aioredis.Redis.from_url(settings.redis_url)
     store = build_store(redis_client, settings.store_config())
-    pipeline = Pipeline(store, settings.policy, settings.registry)
+    pipeline = Pipeline(store, settings.policy, settings.registry, keep_scores=False)
     skew = timedelta(seconds=settings.max_future_skew_s)
     mapping = settings.mapping  # read (and a bad file refused) once, before any message
     holds = TraceHolds(
         TraceAgents(redis_client, store.keys), timedelta(seconds=settings.trace_hold)
     )
+    keyed = settings.raw_keyed_by_identity  # hop off: decode_agent scores its batches itself
+    unkeyed_seen = False  # a raw record keyed otherwise than its events' identity (logged once)
+    scoring = asyncio.Lock()  # one pipeline step at a time: the agents and the hold timer
 
     @app.agent(raw)
     async def decode_agent(stream: faust.StreamT[bytes]) -> None:
@@ -79,34 +85,100 @@ def create_app(settings: Settings) -> faust.App:
             settings.batch_size, within=settings.batch_seconds
         )
         async for batch in batches:
-            now = utc_now()
-            dead = 0
-            formats: Counter[str] = Counter()
-            ignored: Counter[str] = Counter()
-            links: list[SpanLink] = []
-            held: list[HeldSpan] = []
-            for event in batch:
-                msg = event.message
-                origin = Origin(msg.topic, msg.partition, msg.offset)
-                # Headers as aiokafka hands them to Faust: a tuple of (name, bytes) pairs.
-                # decode_message is total: even its own bugs become internal_error letters.
-                result = decode_message(event.value, msg.headers, now, origin, skew, mapping)
-                formats[result.format] += 1
-                ignored[result.format] += result.ignored
-                links += result.links
-                held += result.held
-                dead += await _forward(result.items, event.key)
-            if links or held:
-                settled = await retrying(
-                    lambda ln=links, hd=held, at=now: holds.admit(ln, hd, at),  # type: ignore[misc]
-                    log=log,
-                )
-                dead += await _forward(settled.items, None)
-                if settled.waited:
-                    await app.producer.flush()  # produced before they stop waiting
-                    await retrying(lambda s=settled: holds.release(s), log=log)  # type: ignore[misc]
-            metrics.count_formats(formats, ignored)  # once per batch, not per message
-            await _count_dead(dead)
+            decoded, settled = await _decode(batch)
+            await _downstream(decoded)
+            if settled.waited:
+                await app.producer.flush()  # produced (or scored) before they stop waiting
+                await retrying(lambda s=settled: holds.release(s), log=log)  # type: ignore[misc]
+
+    async def _decode(batch: Sequence[faust.EventT[bytes]]) -> tuple[list[MeteringEvent], Settled]:
+        """One batch of raw messages: dead letters go to the DLQ now; the events, in input
+        order, then the OTLP spans this batch settled, are returned with what they release."""
+        now = utc_now()
+        dead = 0
+        formats: Counter[str] = Counter()
+        ignored: Counter[str] = Counter()
+        links: list[SpanLink] = []
+        held: list[HeldSpan] = []
+        decoded: list[MeteringEvent] = []
+        for event in batch:
+            msg = event.message
+            origin = Origin(msg.topic, msg.partition, msg.offset)
+            # Headers as aiokafka hands them to Faust: a tuple of (name, bytes) pairs.
+            # decode_message is total: even its own bugs become internal_error letters.
+            result = decode_message(event.value, msg.headers, now, origin, skew, mapping)
+            formats[result.format] += 1
+            ignored[result.format] += result.ignored
+            links += result.links
+            held += result.held
+            if keyed and not unkeyed_seen:
+                _check_key(event.key, result.events)
+            dead += await _split(result.items, event.key, decoded)
+        settled = Settled()
+        if links or held:
+            settled = await retrying(
+                lambda ln=links, hd=held, at=now: holds.admit(ln, hd, at),  # type: ignore[misc]
+                log=log,
+            )
+            dead += await _split(settled.items, None, decoded)
+        metrics.count_formats(formats, ignored)  # once per batch, not per message
+        await _count_dead(dead)
+        return decoded, settled
+
+    async def _split(
+        items: list[MeteringEvent | DeadLetter], key: bytes | None, events: list[MeteringEvent]
+    ) -> int:
+        """Dead letters to the DLQ, events appended to `events`; -> letters sent."""
+        dead = 0
+        for item in items:
+            if isinstance(item, DeadLetter):
+                dead += 1
+                metrics.DEAD_LETTERS.labels(item.reason).inc()
+                await _send(settings.topic_dlq, key, item.model_dump_json().encode())
+            else:
+                events.append(item)
+        return dead
+
+    async def _hop(decoded: list[MeteringEvent]) -> None:
+        """To metering.events: one record per identity per batch, keyed by the identity."""
+        for key, value in keyed_records(decoded):
+            await _send(settings.topic_events, key, value)
+
+    def _check_key(key: bytes | None, decoded: list[MeteringEvent]) -> None:
+        """The operator promised raw keys = identities: say so, once, if a record breaks it."""
+        nonlocal unkeyed_seen
+        stray = next((e.identity for e in decoded if e.identity.encode() != key), None)
+        if stray is not None:
+            unkeyed_seen = True
+            log.warning(
+                "MG_RAW_KEYED_BY_IDENTITY is set, but a record on %s keyed %r holds an event of "
+                "identity %r: that identity's events may be scored out of order (logged once)",
+                settings.topic_raw,
+                key,
+                stray,
+            )
+
+    async def _score(events: list[MeteringEvent]) -> None:
+        """The steps that score events, for score_agent and (hop off) decode_agent alike, in
+        steps of at most MG_BATCH_SIZE events, one pipeline step at a time per process."""
+        async with scoring:
+            for first in range(0, len(events), settings.batch_size):
+                await _score_step(events[first : first + settings.batch_size])
+
+    async def _score_step(batch: list[MeteringEvent]) -> None:
+        """Pipeline, gateway keys, publish, checkpoint (in that order: a crash between them
+        repeats ids, never loses them), metrics."""
+        started = time.perf_counter()
+        outcome = await retrying(lambda: pipeline.process(batch), log=log)
+        await retrying(lambda: pipeline.apply_throttles(outcome, utc_now()), log=log)
+        await _publish(outcome)
+        lost = await retrying(lambda: pipeline.commit(outcome, utc_now()), log=log)
+        metrics.count_batch(outcome, time.perf_counter() - started)
+        metrics.observe_latency(batch, utc_now())
+        if lost:
+            log.info("checkpoint race lost for %d identities; re-scored next batch", len(lost))
+
+    _downstream = _score if keyed else _hop
 
     if settings.registry_url:
         url = settings.registry_url
@@ -137,22 +209,12 @@ def create_app(settings: Settings) -> faust.App:
         fallback (streams/runtime/trace_holds.py). Every worker sweeps; decisions are shared."""
         settled = await retrying(lambda: holds.due(utc_now()), log=log)
         if settled.items:
-            await _count_dead(await _forward(settled.items, None))
+            decoded: list[MeteringEvent] = []
+            await _count_dead(await _split(settled.items, None, decoded))
+            await _downstream(decoded)
             await app.producer.flush()
         if settled.waited:
             await retrying(lambda: holds.release(settled), log=log)
-
-    async def _forward(items: list[MeteringEvent | DeadLetter], key: bytes | None) -> int:
-        """Events to metering.events keyed by identity, dead letters to the DLQ; -> letters."""
-        dead = 0
-        for item in items:
-            if isinstance(item, DeadLetter):
-                dead += 1
-                metrics.DEAD_LETTERS.labels(item.reason).inc()
-                await _send(settings.topic_dlq, key, item.model_dump_json().encode())
-            else:
-                await _send(settings.topic_events, item.identity.encode(), item.to_json())
-        return dead
 
     async def _count_dead(dead: int) -> None:
         if dead:
@@ -166,25 +228,16 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(events)
     async def score_agent(stream: faust.StreamT[bytes]) -> None:
         async for values in stream.take(settings.batch_size, within=settings.batch_seconds):
-            started = time.perf_counter()
-            batch = []
+            now = utc_now()
+            batch: list[MeteringEvent] = []
             for value in values:
-                event = _read_keyed_event(value)
-                if isinstance(event, DeadLetter):  # a producer other than decode_agent wrote it
-                    metrics.DEAD_LETTERS.labels(event.reason).inc()
-                    await _send(settings.topic_dlq, None, event.model_dump_json().encode())
-                else:
-                    batch.append(event)
-            if not batch:
-                continue
-            outcome = await retrying(lambda b=batch: pipeline.process(b), log=log)  # type: ignore[misc]
-            await retrying(lambda o=outcome: pipeline.apply_throttles(o, utc_now()), log=log)  # type: ignore[misc]
-            await _publish(outcome)
-            lost = await retrying(lambda o=outcome: pipeline.commit(o, utc_now()), log=log)  # type: ignore[misc]
-            metrics.count_batch(outcome, time.perf_counter() - started)
-            metrics.observe_latency(batch, utc_now())
-            if lost:
-                log.info("checkpoint race lost for %d identities; re-scored next batch", len(lost))
+                for item in read_keyed(value, now):
+                    if isinstance(item, DeadLetter):  # a producer other than decode_agent
+                        metrics.DEAD_LETTERS.labels(item.reason).inc()
+                        await _send(settings.topic_dlq, None, item.model_dump_json().encode())
+                    else:
+                        batch.append(item)
+            await _score(batch)
 
     async def _send(topic: str, key: bytes | None, value: bytes) -> None:
         # The producer directly, not Topic.send: Faust's channel machinery per message
@@ -209,15 +262,3 @@ def create_app(settings: Settings) -> faust.App:
     install_delivery(app, settings, redis_client, settings.policy)
     app.meterguard_store = store  # type: ignore[attr-defined]
     return app
-
-
-def _read_keyed_event(value: bytes | None) -> MeteringEvent | DeadLetter:
-    """An event decode_agent validated; anything else on that topic is dead-lettered, never a
-    crash (a crashed agent would meet the same record again on every redelivery)."""
-    try:
-        return decode_event_json(value or b"")
-    except Exception as exc:
-        origin = Origin(None, None, None)
-        return dead_letter(
-            value or b"", "invalid_internal_event", repr(exc)[:500], utc_now(), origin
-        )

@@ -30,9 +30,9 @@ leaves its deltas in the identity's own `rollout` under a sequence number that o
 `apply` adds them to each roll-up with rollup.lua in sequence order, which remembers the
 newest sequence applied per identity in the roll-up's own slot and refuses an older or equal
 one; only then are the deltas deleted. One number per (roll-up, identity), not a token per
-step: a token per step cost about 10 KiB per identity after two hours of replay. A crash in between leaves them
-waiting, and the identity's next ingest returns them to be applied again, at most once
-(`sweep` applies what identities that never come back left).
+step: a token per step cost about 10 KiB per identity after two hours of replay. A crash in
+between leaves them waiting, and the identity's next ingest returns them to be applied again,
+at most once (`sweep` applies what identities that never come back left).
 """
 
 from __future__ import annotations

@@ -134,7 +134,8 @@ async def produce(
 
 
 async def read_topics(settings: Settings, topics: list[str]) -> dict[str, list[dict]]:
-    """Every JSON record of these topics so far, per topic, in partition order."""
+    """Every JSON document of these topics so far, per topic, in partition order. A record
+    holding a JSON array (a batch on `metering.events`) counts as its elements, in order."""
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest", group_id=None
     )
@@ -146,6 +147,8 @@ async def read_topics(settings: Settings, topics: list[str]) -> dict[str, list[d
             if not batches:
                 return found
             for tp, records in batches.items():
-                found[tp.topic] += [orjson.loads(r.value) for r in records]
+                for record in records:
+                    doc = orjson.loads(record.value)
+                    found[tp.topic] += doc if isinstance(doc, list) else [doc]
     finally:
         await consumer.stop()

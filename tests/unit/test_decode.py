@@ -284,6 +284,8 @@ def test_unparseable_bytes_are_invalid_json(data: bytes) -> None:
 
 @pytest.mark.parametrize("data", [b"[]", b"[1, 2]", b'"text"', b"42", b"null", b"true"])
 def test_json_that_is_not_an_object_is_not_an_object(data: bytes) -> None:
+    """`decode` reads one event. A message on metering.raw may be a JSON array of events:
+    `decode_message` reads those (tests/unit/test_native_batches.py)."""
     letter = refused(data)
     assert letter.reason == "not_an_object"
     assert original_bytes(letter) == data

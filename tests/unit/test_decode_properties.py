@@ -3,7 +3,7 @@ random bytes and near-valid events, then one explicit example per hostile class.
 
 Every input is exactly one MeteringEvent or one DeadLetter; nothing raises; a dead letter
 carries the original bytes and a known reason; an accepted event survives the trip through
-`metering.events` (`to_json` -> `decode_event_json`) unchanged.
+`metering.events` (`to_json` -> `decode_event_json`, and in a batch record) unchanged.
 """
 
 from __future__ import annotations
@@ -32,11 +32,14 @@ from meterguard.models import (
 from meterguard.streams.decoding.decode import (
     DEFAULT_MAX_FUTURE_SKEW,
     MAX_MESSAGE_BYTES,
+    MAX_RECORDS_PER_MESSAGE,
     Origin,
     decode,
     decode_event_json,
     decode_message,
 )
+from meterguard.streams.decoding.formats.common import as_raw
+from meterguard.streams.decoding.keyed_events import encode_events, read_keyed
 from meterguard.timeutil import EARLIEST, format_time
 
 INGEST = datetime(2025, 1, 6, 8, 0, 30, tzinfo=UTC)
@@ -89,6 +92,9 @@ def assert_publishable(event: MeteringEvent) -> None:
     """What the worker and the window store do with an accepted event must not fail."""
     assert decode_event_json(event.to_json()) == event
     assert MeteringEvent.model_validate_json(event.to_json()) == event
+    # The hop's batch record: the same JSON object in an array, read back the same.
+    assert encode_events([event, event]) == b"[" + event.to_json() + b"," + event.to_json() + b"]"
+    assert read_keyed(encode_events([event, event]), INGEST) == [event, event]
     assert event.ingest_time == INGEST
     assert event.event_time >= EARLIEST
     assert event.event_time - INGEST <= DEFAULT_MAX_FUTURE_SKEW
@@ -672,16 +678,38 @@ def test_decode_message_gives_an_item_for_every_input_and_never_fails_inside(
 @PROPERTY
 @given(hostile_bytes)
 def test_decode_message_reads_native_bytes_like_decode(data: bytes) -> None:
+    """One native message reads as `decode` reads it; a native JSON array, as `decode` reads
+    each element's JSON (an empty or overlong array is one letter for the whole message)."""
     result = decode_message(data, None, INGEST, ORIGIN)
     if result.format not in ("native", "unknown"):
         return  # the content looked like another format (e.g. a CloudEvents batch)
-    alone = decode(data, INGEST, ORIGIN)
-    [item] = result.items
-    if isinstance(alone, MeteringEvent):
-        assert item == alone
+    elements = native_array(data)
+    if elements is None:
+        expected = [decode(data, INGEST, ORIGIN)]
+    elif not elements or len(elements) > MAX_RECORDS_PER_MESSAGE:
+        [letter] = result.items
+        assert isinstance(letter, DeadLetter) and original_bytes(letter) == data
+        assert letter.reason in ("empty_batch", "too_many_records")
+        return
     else:
-        assert isinstance(item, DeadLetter)
-        assert (item.reason, item.error, item.raw) == (alone.reason, alone.error, alone.raw)
+        expected = [decode(as_raw(element), INGEST, ORIGIN) for element in elements]
+    for item, alone in zip(result.items, expected, strict=True):
+        if isinstance(alone, MeteringEvent):
+            assert item == alone
+        else:
+            assert isinstance(item, DeadLetter)
+            assert (item.reason, item.error, item.raw) == (alone.reason, alone.error, alone.raw)
+
+
+def native_array(data: bytes) -> list[Any] | None:
+    """The elements, when `data` is a JSON array decode_message reads (not oversize)."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, list) else None
 
 
 # -- one explicit example per hostile class of issue 5 ---------------------------------------

@@ -57,9 +57,11 @@ def test_native_input_decodes_exactly_as_decode_does() -> None:
     assert (result.format, result.ignored) == ("native", 0)
 
 
+# Not `[]`: a native array is a batch of events (its empty form an `empty_batch` letter,
+# tests/unit/test_native_batches.py), while `decode` reads exactly one event object.
 @pytest.mark.parametrize(
     "data",
-    [b"", b"nope", b"[]", b"42", b'{"identity": "x"}', b'{"event_id": "x", "identity": "\\u0000"}'],
+    [b"", b"nope", b"42", b'{"identity": "x"}', b'{"event_id": "x", "identity": "\\u0000"}'],
 )
 def test_native_dead_letters_keep_decodes_reason_and_raw(data: bytes) -> None:
     (letter,) = decode_message(data, None, INGEST).items
