@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from meterguard.streams.tools.bench import bench
 from meterguard.streams.tools.cli_common import err, load_settings
 from meterguard.streams.tools.cli_offline import reconcile, replay
 from meterguard.streams.tools.cli_report import report
@@ -85,7 +86,7 @@ def demo(
     )
 
 
-for command in (simulate, replay, reconcile, report, evaluate):
+for command in (simulate, replay, reconcile, report, evaluate, bench):
     cli.command()(command)
 
 
