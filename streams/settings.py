@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="mg", min_length=1, description="Redis key namespace")
     batch_size: int = Field(default=2000, ge=1)
     batch_seconds: float = Field(default=0.5, gt=0)
+    # Faust fixes the consumer's fetch wait at 1,500 ms: on a quiet topic an event waited that
+    # long before a worker saw it (streams/runtime/fetch_wait.py). 100 ms keeps an idle
+    # worker's fetches at ten a second per consumer, a negligible load on any broker.
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="longest a Kafka fetch waits for data before returning empty (ms)",
+    )
     # Off (default): decode_agent re-keys by identity through MG_TOPIC_EVENTS, so one
     # partition, and so one worker at a time, sees an identity's events in order whatever the
     # producers' keys. On: the decode agent scores each batch itself, without the hop.

@@ -26,6 +26,8 @@ from meterguard.streams.tools.embedded import die_with_parent
 TUNING_VARIABLES = (
     "MG_BATCH_SIZE",
     "MG_BATCH_SECONDS",
+    "MG_FETCH_MAX_WAIT_MS",
+    "MG_RAW_KEYED_BY_IDENTITY",
     "MG_TOPIC_PARTITIONS",
     "MG_ALLOWED_LATENESS_S",
     "MG_DEDUPE_HORIZON_S",
