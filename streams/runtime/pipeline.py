@@ -101,7 +101,7 @@ class Pipeline:
         # Team, business unit and environment roll-ups: what ingest.lua left for them
         # (this batch's, and any a crash left behind), exactly once.
         pending = [p for result in results.values() for p in result.pending_rollups]
-        await self.store.rollups.apply(pending, to_ms(utc_now()))
+        await self.store.rollups.apply(pending)
         if self.registry.configured:
             await self.store.rollups.note_unregistered(
                 i for i in mine if not self.registry.registered(i)

@@ -45,7 +45,6 @@ from urllib.parse import quote, unquote
 import redis.asyncio as aioredis
 
 from meterguard.detectors.features import MinuteWindow
-from meterguard.models import utc_now
 from meterguard.streams.store.keys import (
     SCAN_COUNT,
     KeyLayout,
@@ -54,7 +53,6 @@ from meterguard.streams.store.keys import (
     text,
     unpack_row,
 )
-from meterguard.timeutil import to_ms
 
 UNASSIGNED_LABEL = "(unassigned)"
 # Hours are kept this long after a roll-up's last change: a year of showback, and a quarter
@@ -115,45 +113,38 @@ class Rollups:
     def unregistered_key(self) -> str:
         return f"{self._keys.prefix}:unregistered"
 
-    async def apply(self, pending: Iterable[Pending], now_ms: int) -> int:
+    async def apply(self, pending: Iterable[Pending]) -> int:
         """Add every pending step's deltas to its roll-ups (at most once each), then delete
         them. Returns how many steps were new to their roll-ups."""
         # In sequence order per identity: rollup.lua keeps only the newest step applied.
         steps = sorted(pending, key=lambda p: (p.identity, int(p.sequence)))
         if not steps:
             return 0
-        calls: list[tuple[str, str, str]] = []  # (dimension, value, token) per script call
-        members: set[tuple[str, str, str]] = set()  # (dimension, value, identity)
+        # One script call per roll-up, carrying every step's deltas for it (in order).
+        by_target: dict[tuple[str, str], list[str]] = defaultdict(list)
+        members: dict[tuple[str, str], set[str]] = defaultdict(set)  # (dimension, value)
+        for step in steps:
+            for (dimension, value), lines in _targets(step.payload).items():
+                if dimension in MEMBER_DIMENSIONS:
+                    members[dimension, value].add(step.identity)
+                by_target[dimension, value] += (step.identity, step.sequence, lines)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for step in steps:
-                for (dimension, value), lines in _targets(step.payload).items():
-                    if dimension in MEMBER_DIMENSIONS:
-                        members.add((dimension, value, step.identity))
-                    key = self.key(dimension, value)
-                    args: list[str | int] = [
-                        step.identity,
-                        step.sequence,
-                        now_ms,
-                        ROLLUP_TTL_S,
-                        self._config.window_minutes,
-                        lines,
-                    ]
-                    await self._apply(keys=[key, f"{key}:applied"], args=args, client=pipe)
-                    calls.append((dimension, value, step.sequence))
+            for (dimension, value), entries in by_target.items():
+                key = self.key(dimension, value)
+                args: list[str | int] = [ROLLUP_TTL_S, self._config.window_minutes, *entries]
+                await self._apply(keys=[key, f"{key}:applied"], args=args, client=pipe)
             replies = await pipe.execute()
         async with self._redis.pipeline(transaction=False) as pipe:
-            for dimension, value in {(d, v) for d, v, _ in calls}:
-                pipe.sadd(self._index(dimension), value)
-            for dimension in {d for d, _, _ in calls}:  # lives as long as its newest roll-up
-                pipe.expire(self._index(dimension), ROLLUP_TTL_S)
-            for dimension, value, identity in sorted(members):
-                pipe.sadd(self.members_key(dimension, value), identity)
-            for dimension, value in sorted({(d, v) for d, v, _ in members}):
+            for dimension in {d for d, _ in by_target}:
+                pipe.sadd(self._index(dimension), *{v for d, v in by_target if d == dimension})
+                pipe.expire(self._index(dimension), ROLLUP_TTL_S)  # as long as its newest
+            for (dimension, value), identities in sorted(members.items()):
+                pipe.sadd(self.members_key(dimension, value), *sorted(identities))
                 pipe.expire(self.members_key(dimension, value), ROLLUP_TTL_S)
             for step in steps:
                 pipe.hdel(self._keys.identity_key(step.identity, "rollout"), step.sequence)
             await pipe.execute()
-        return sum(1 for reply in replies if int(reply) == 1)
+        return sum(int(reply) for reply in replies)
 
     async def note_unregistered(self, identities: Iterable[str]) -> None:
         found = sorted(set(identities))
@@ -214,7 +205,7 @@ class Rollups:
             out.append((totals(found), newest if newest >= 0 else None))
         return out
 
-    async def sweep(self, now_ms: int | None = None) -> int:
+    async def sweep(self) -> int:
         """Apply what crashed workers left in identities' `rollout` hashes (a SCAN of the
         namespace: run at start, not per batch). Returns the steps applied."""
         pattern = f"{self._keys.prefix}:{{*}}:rollout"
@@ -225,7 +216,7 @@ class Rollups:
             for sequence, payload in (await self._redis.hgetall(name)).items():
                 data = payload.encode() if isinstance(payload, str) else bytes(payload)
                 pending.append(Pending(identity, text(sequence), data))
-        return await self.apply(pending, now_ms if now_ms is not None else _now_ms())
+        return await self.apply(pending)
 
 
 def _targets(payload: bytes) -> dict[tuple[str, str], str]:
@@ -244,10 +235,6 @@ def _targets(payload: bytes) -> dict[tuple[str, str], str]:
 def unquote_identity(key: str, prefix: str) -> str:
     """The identity of `{prefix}:{<identity>}:rollout` (identities are not encoded in keys)."""
     return key[len(prefix) + 2 : -len("}:rollout")]
-
-
-def _now_ms() -> int:
-    return to_ms(utc_now())
 
 
 def totals(rows: Mapping[int, MinuteWindow]) -> MinuteWindow:

@@ -143,8 +143,8 @@ async def test_a_crash_before_the_rollups_leaves_deltas_that_are_applied_once(st
     assert [p.payload for r in again.values() for p in r.pending_rollups] == [
         p.payload for p in pending
     ]
-    assert await store.rollups.apply(pending, 1_000) == len(pending)
-    assert await store.rollups.apply(pending, 2_000) == 0  # a second worker, or a retry
+    assert await store.rollups.apply(pending) == len(pending)
+    assert await store.rollups.apply(pending) == 0  # a second worker, or a retry
     payments = totals((await store.rollups.rows("team", "payments")).hours)
     assert payments.calls == sum(1 for e in events if e.identity in ("agent-a", "agent-b"))
     # Applied deltas are gone; a sweep finds nothing left.
@@ -163,8 +163,8 @@ async def test_steps_left_by_a_crash_apply_once_in_sequence_order_even_after_key
     # The second ingest returns both steps (the first was never applied), in any order.
     waiting = second["agent-a"].pending_rollups
     assert len(waiting) == 2 and first["agent-a"].pending_rollups[0] in waiting
-    assert await store.rollups.apply(list(reversed(waiting)), 1_000) == 2
-    assert await store.rollups.apply(waiting, 2_000) == 0
+    assert await store.rollups.apply(list(reversed(waiting))) == 2
+    assert await store.rollups.apply(waiting) == 0
     payments = totals((await store.rollups.rows("team", "payments")).hours)
     assert payments.calls == len({e.event_id for e in events})
     # The identity's keys expire (idle past their TTL); its next steps still count.
@@ -174,7 +174,7 @@ async def test_steps_left_by_a_crash_apply_once_in_sequence_order_even_after_key
     again = await store.windows.ingest(
         {"agent-a": later}, {"agent-a": (groups["agent-a"][0], [0] * 10)}
     )
-    assert await store.rollups.apply(again["agent-a"].pending_rollups, 3_000) == 1
+    assert await store.rollups.apply(again["agent-a"].pending_rollups) == 1
     payments = totals((await store.rollups.rows("team", "payments")).hours)
     assert payments.calls == len({e.event_id for e in events}) + 10
 
