@@ -1,4 +1,5 @@
-"""Throughput and memory benchmark: prints numbers, asserts nothing.
+"""Throughput benchmark (decode, replay with and without the GC tuning, a real worker):
+prints numbers, asserts nothing.
 
     .venv/bin/python benchmarks/throughput.py [--identities 300 --minutes 240]
 
@@ -7,7 +8,7 @@
    simulated file, events/s, batch 5000 vs 500 side by side.
 3. worker: a real `meterguard worker` process on an embedded Tansu broker and Redis, events/s
    from the first produced event until Redis has counted them all.
-4. Redis memory per active identity after the replay (MEMORY USAGE of its keys).
+Redis memory per identity and per event id: `meterguard bench` (streams/tools/bench_memory.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-import redis
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
@@ -67,39 +67,6 @@ def bench_replay(path: Path, count: int, redis_url: str, batch: int, folder: Pat
     started = time.perf_counter()
     asyncio.run(replay_file(path, outputs, settings, redis_url, batch, show_progress=False))
     return count / (time.perf_counter() - started)
-
-
-def memory_per_identity(path: Path, redis_url: str, folder: Path) -> dict[str, float]:
-    """Average MEMORY USAGE per identity of each key kind, and bytes per remembered event id."""
-    outputs = ReplayOutputs(folder / "a.jsonl", folder / "t.jsonl")
-    settings = Settings(_env_file=None, key_prefix="mem")
-    asyncio.run(replay_file(path, outputs, settings, redis_url, 5000, False, keep_state=True))
-    client = redis.Redis.from_url(redis_url)
-    by_part: dict[str, int] = {}
-    keys = [k.decode() for k in client.scan_iter(match="mem:replay:*", count=1000)]
-    # An identity is what has windows (`{<id>}:meta`); every other hash tag (roll-ups,
-    # `{top}`, peer groups, traces) is shared state, reported apart but counted in the total.
-    identities = {k[k.index("{") + 1 : k.rindex("}")] for k in keys if k.endswith("}:meta")}
-    ids_remembered = 0
-    for name in keys:
-        used = client.memory_usage(name, samples=0) or 0
-        tag = name[name.index("{") + 1 : name.rindex("}")] if "{" in name else None
-        if tag in identities and name.endswith("}:" + name.rsplit(":", 1)[1]):
-            part = name.rsplit(":", 1)[1]
-        else:
-            kind = name.split(":")[3] if name.count(":") > 3 else "other"
-            part = f"shared {kind.split('{')[0] or kind}" + (
-                " applied" if name.endswith(":applied") else ""
-            )
-        by_part[part] = by_part.get(part, 0) + used
-        if part == "dd":
-            ids_remembered += client.zcard(name)
-    n = len(identities)
-    report = {part: used / n for part, used in sorted(by_part.items())}
-    report["total"] = sum(by_part.values()) / n
-    report["identities"] = n
-    report["bytes_per_remembered_event"] = by_part.get("dd", 0) / max(ids_remembered, 1)
-    return report
 
 
 async def bench_worker(path: Path, count: int, folder: Path) -> float:
@@ -178,14 +145,6 @@ def main() -> None:
                     f"{plain:,.0f} with the default collector ({tuned / plain:.2f}x)"
                 )
             gc.set_threshold(*defaults)
-            mem = memory_per_identity(path, server.url, folder)
-            skip = ("total", "identities", "bytes_per_remembered_event")
-            parts = ", ".join(f"{k} {v / 1024:.1f}" for k, v in mem.items() if k not in skip)
-            print(
-                f"redis memory per active identity ({mem['identities']:.0f} identities, "
-                f"{args.minutes} min of history): {mem['total'] / 1024:.1f} KiB ({parts} KiB); "
-                f"dedupe costs {mem['bytes_per_remembered_event']:.0f} B per event id held"
-            )
         if not args.skip_worker:
             print("worker (2 agents, one process, embedded Tansu + Redis):")
             rate = asyncio.run(bench_worker(path, count, folder))
