@@ -271,9 +271,14 @@ async def replay_progress(
 
 
 async def drop_namespace(client: aioredis.Redis, namespace: str) -> None:
-    """Delete every key of a replay's namespace (SCAN + UNLINK, in batches)."""
+    """Delete every key of a replay's namespace."""
+    await unlink_matching(client, f"{namespace}:*")
+
+
+async def unlink_matching(client: aioredis.Redis, pattern: str) -> None:
+    """Delete every key matching a SCAN pattern (SCAN + UNLINK, in batches)."""
     batch: list[bytes] = []
-    async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+    async for key in client.scan_iter(match=pattern, count=1000):
         batch.append(key)
         if len(batch) >= 1000:
             await client.unlink(*batch)

@@ -13,7 +13,12 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from meterguard.streams.offline.replay import ReplayOutputs, drop_namespace, replay_file
+from meterguard.streams.offline.replay import (
+    ReplayOutputs,
+    drop_namespace,
+    replay_file,
+    unlink_matching,
+)
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
 from meterguard.streams.store.keys import KeyLayout, glob_escape
@@ -230,14 +235,7 @@ async def cleanup(ctx: Context, configured: tuple[bool, bool]) -> None:
     if configured[1]:
         client = aioredis.Redis.from_url(ctx.redis_url)
         try:
-            batch: list[bytes] = []
-            async for key in client.scan_iter(match=f"{glob_escape(ctx.run_id)}*", count=10_000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    await client.unlink(*batch)
-                    batch = []
-            if batch:
-                await client.unlink(*batch)
+            await unlink_matching(client, f"{glob_escape(ctx.run_id)}*")
         finally:
             await client.aclose()
     if configured[0]:
