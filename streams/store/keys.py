@@ -101,6 +101,11 @@ class KeyLayout:
         return f"{self.prefix}:stats"
 
     @property
+    def pipeline_totals_key(self) -> str:
+        """The pipeline roll-up (rollups.PIPELINE_TARGET): exact new and late counts."""
+        return f"{self.prefix}:rollup:{{pipeline|all}}"
+
+    @property
     def meta_pattern(self) -> str:
         """SCAN pattern of every identity's meta key in this namespace only (replays'
         namespaces, `prefix:replay:…`, do not match)."""

@@ -3,7 +3,8 @@
 -- number of identities in it.
 -- KEYS: 1 the roll-up hash ({prefix}:rollup:{<dimension>|<value>}): "m<minute>", "h<hour>",
 --       "l<hour>" (late events of the hour) -> packed "calls,input,output,cached,cost_nano,
---       errors"; "lo" -> the oldest minute kept, "hi" -> the newest minute seen
+--       errors"; "lo" -> the oldest minute kept, "hi" -> the newest minute seen; "T" and
+--       "L": running totals of every hour row and of every late row applied
 --       2 applied (hash, same hash tag): identity -> the newest sequence applied
 -- ARGV: 1 ttl seconds, 2 minutes kept, then a triple per step, in sequence order per
 --       identity: identity, sequence (one ingest step of that identity: ingest.lua's `rseq`,
@@ -46,6 +47,18 @@ local function apply_step(identity, seq_text, text)
         for v in string.gmatch(old, '[^,]+') do a[i] = a[i] + tonumber(v); i = i + 1 end
       end
       redis.call('HSET', rollup, field, string.format('%.0f,%.0f,%.0f,%.0f,%.0f,%.0f',
+        a[1], a[2], a[3], a[4], a[5], a[6]))
+    end
+    if d[1] ~= 'm' then
+      local total = d[1] == 'h' and 'T' or 'L'
+      local a = {}
+      for v in string.gmatch(d[3], '%d+') do a[#a + 1] = tonumber(v) end
+      local old = redis.call('HGET', rollup, total)
+      if old then
+        local i = 1
+        for v in string.gmatch(old, '[^,]+') do a[i] = a[i] + tonumber(v); i = i + 1 end
+      end
+      redis.call('HSET', rollup, total, string.format('%.0f,%.0f,%.0f,%.0f,%.0f,%.0f',
         a[1], a[2], a[3], a[4], a[5], a[6]))
     end
   end

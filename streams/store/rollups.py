@@ -60,6 +60,10 @@ UNASSIGNED_LABEL = "(unassigned)"
 ROLLUP_TTL_S = 400 * 24 * 3600
 GROUP_SEPARATOR = "\t"
 MEMBER_DIMENSIONS = frozenset({"team", "business_unit", "environment"})
+# Every counted event, once: the pipeline's exact counters of unique and late events (its
+# running totals "T" and "L", rollup.lua), applied exactly once like any roll-up, so a worker
+# killed between ingest and checkpoint leaves them exact (Stats.pipeline_counters reads them).
+PIPELINE_TARGET = ("pipeline", "all")
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,8 @@ class Rollups:
             for step in steps:
                 pipe.hdel(self._keys.identity_key(step.identity, "rollout"), step.sequence)
             await pipe.execute()
-        return sum(int(reply) for reply in replies)
+        # (step, roll-up) pairs applied, the pipeline's own totals not counted
+        return sum(int(r) for t, r in zip(by_target, replies, strict=True) if t != PIPELINE_TARGET)
 
     async def note_unregistered(self, identities: Iterable[str]) -> None:
         found = sorted(set(identities))
@@ -220,15 +225,19 @@ class Rollups:
 
 
 def _targets(payload: bytes) -> dict[tuple[str, str], str]:
-    """The ingest step's deltas per roll-up: {(dimension, value): "kind\\tbucket\\trow\\n"...}."""
+    """The ingest step's deltas per roll-up: {(dimension, value): "kind\\tbucket\\trow\\n"...},
+    and every event's hour rows once more for the whole pipeline (PIPELINE_TARGET)."""
     groups_part, _, deltas = payload.decode().partition("--\n")
     groups = [line.split(GROUP_SEPARATOR) for line in groups_part.splitlines()]
     out: dict[tuple[str, str], list[str]] = defaultdict(list)
     for line in deltas.splitlines():
         group, kind, bucket, row = line.split("\t")
+        delta = f"{kind}\t{bucket}\t{row}\n"
         for target in groups[int(group)]:
             dimension, _, value = target.partition("|")
-            out[(dimension, unquote(value))].append(f"{kind}\t{bucket}\t{row}\n")
+            out[(dimension, unquote(value))].append(delta)
+        if kind != "m":  # an event is in exactly one group: its hour rows count it once
+            out[PIPELINE_TARGET].append(delta)
     return {target: "".join(lines) for target, lines in out.items()}
 
 

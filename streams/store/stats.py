@@ -2,8 +2,12 @@
 
 Keys:
 
-    {prefix}:stats                hash: pipeline counters of all identities (events_new, ...),
-                                  incremented in the checkpoint round trip of Windows.commit
+    {prefix}:stats                hash: pipeline counters of all identities (duplicates, minutes
+                                  scored, ...), incremented in the checkpoint round trip of
+                                  Windows.commit
+    {prefix}:rollup:{pipeline|all}  events_new and events_late, exactly once: the running
+                                  totals "T" (every counted event) and "L" (late ones) of the
+                                  pipeline's roll-up (rollups.py PIPELINE_TARGET)
     {prefix}:{<identity>}:meta    } read whole by `holdings` (written by windows.py):
     {prefix}:{<identity>}:win     } counters, minute rows, late totals of each identity;
     {prefix}:{<identity>}:late    } `identities` SCANs for the meta keys
@@ -36,14 +40,24 @@ class Stats:
         self._keys = keys
 
     def queue_counts(self, pipe: aioredis.client.Pipeline, counts: Mapping[str, int]) -> None:
-        """Add a batch's counters (zeros skipped) on the checkpoint's pipeline."""
+        """Add a batch's counters (zeros skipped) on the checkpoint's pipeline; events_new and
+        events_late come from the pipeline roll-up instead (exactly once across a crash)."""
         for name, value in counts.items():
-            if value:
+            if value and name not in ROLLED_UP:
                 pipe.hincrby(self._keys.stats_key, name, value)
 
     async def pipeline_counters(self) -> dict[str, int]:
-        raw = await self._redis.hgetall(self._keys.stats_key)
-        return {text(k): int(v) for k, v in raw.items()}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._keys.stats_key)
+            pipe.hmget(self._keys.pipeline_totals_key, "T", "L")
+            raw, (unique, late) = await pipe.execute()
+        out = {text(k): int(v) for k, v in raw.items() if text(k) not in ROLLED_UP}
+        calls_unique, calls_late = _calls(unique), _calls(late)
+        if calls_unique:
+            out["events_new"] = calls_unique - calls_late
+        if calls_late:
+            out["events_late"] = calls_late
+        return out
 
     async def identities(self) -> list[str]:
         """Every identity with counters in this namespace (a SCAN: for reconcile, not the hot
@@ -80,6 +94,15 @@ class Stats:
                     held.unreadable.append(f"meta {text(k)}: {v!r}")
             out[identity] = held
         return out
+
+
+# Counters read from the pipeline roll-up, not the stats hash.
+ROLLED_UP = frozenset({"events_new", "events_late"})
+
+
+def _calls(row: bytes | str | None) -> int:
+    """The calls of a packed row ("calls,input,...")."""
+    return int(text(row).split(",", 1)[0]) if row else 0
 
 
 def _read_into(

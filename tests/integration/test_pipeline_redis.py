@@ -277,3 +277,26 @@ async def test_rankings_cover_the_newest_event_time_hours_only(store: Store):
     assert [i for i, _ in await store.history.top_identities(10, hours=3)] == ["svc-old", "svc-new"]
     (cost,) = await store.history.top_by_cost(10, hours=1)
     assert cost == ("svc-new", 60 * 2 * 400_000)  # $0.0004 a call, in nano-USD
+
+
+async def test_counters_stay_exact_when_a_worker_dies_before_its_checkpoint(redis_url: str):
+    """A batch is ingested (and its roll-ups applied), then the worker dies before the
+    checkpoint round trip; the redelivery finds every event a duplicate. The pipeline's
+    events_new / events_late come from the roll-up, applied exactly once, so they are exact
+    (they used to come from the checkpoint step, and fell short by the lost batch)."""
+    client = aioredis.Redis.from_url(redis_url)
+    store = build_store(client, StoreConfig(prefix="crash", allowed_lateness_s=30))
+    pipeline = Pipeline(store, PolicyConfig())
+    events = as_events(series("svc-k", 6, 5))
+    late = MeteringEvent(event_id="k-late", identity="svc-k", event_time=T0, input_tokens=3)
+    try:
+        await pipeline.commit(await pipeline.process(events[:15]), NOW)
+        await pipeline.process(events[15:])  # ... and the worker is killed here
+        again = await pipeline.process([*events[15:], late])  # redelivered, plus a late one
+        await pipeline.commit(again, NOW)
+        await pipeline.commit(await pipeline.process(events), NOW)  # a full redelivery
+        counters = await store.stats.pipeline_counters()
+        assert (counters["events_new"], counters["events_late"]) == (len(events), 1)
+        assert counters["events_duplicate"] == 15 + len(events)
+    finally:
+        await client.aclose()
