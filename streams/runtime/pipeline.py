@@ -20,20 +20,29 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from meterguard.detectors.base import MinuteDetector
-from meterguard.detectors.features import EventFacts, IdentityContext, MinuteWindow
+from meterguard.detectors.features import IdentityContext, MinuteWindow
 from meterguard.models import Alert, MeteringEvent, ThrottleCommand, utc_now
 from meterguard.streams.policy.config import PolicyConfig
-from meterguard.streams.policy.episodes import Attribution, Baseline, ScoredMinute, decide
+from meterguard.streams.policy.episodes import Baseline, ScoredMinute, decide
 from meterguard.streams.policy.registry import Registry, rollup_targets
+from meterguard.streams.runtime.event_facts import (
+    HOUR_MS,
+    attribution,
+    attribution_after,
+    event_facts,
+    linkable,
+    observes_events,
+    span_of,
+)
 from meterguard.streams.runtime.group_budget_check import GroupBudgetCheck
 from meterguard.streams.runtime.identity_state import IdentityState
 from meterguard.streams.runtime.peer_rates import peer_group, peer_rates, report_due
 from meterguard.streams.store import Store
 from meterguard.streams.store.budget_marks import Claim
+from meterguard.streams.store.dedupe import id_hash
 from meterguard.streams.store.peers import PeerGroup, PeerLevels, PeerReport
 from meterguard.streams.store.rollups import pack_groups
-from meterguard.streams.store.traces import SpanLink, SpanPlace
+from meterguard.streams.store.traces import SpanPlace
 from meterguard.streams.store.windows import IngestResult, StateCommit
 from meterguard.timeutil import MINUTE_MS, to_ms
 
@@ -67,8 +76,7 @@ class BatchOutcome:
     budget_claims: list[Claim] = field(default_factory=list)
 
 
-HOUR_MS = 60 * MINUTE_MS
-_STATUS = {"n": "new", "d": "duplicate", "l": "late"}
+_STATUS = {"n": "new", "d": "duplicate", "l": "late", "r": "duplicate"}
 
 
 class Pipeline:
@@ -93,10 +101,10 @@ class Pipeline:
         for index, event in enumerate(events):
             groups[event.identity].append(index)
         mine = {identity: [events[i] for i in idx] for identity, idx in groups.items()}
-        traced = [i for i, e in enumerate(events) if _linkable(e)]
+        traced = [i for i, e in enumerate(events) if linkable(e)]
         results, places = await asyncio.gather(
             self.store.windows.ingest(mine, self._rollup_groups(mine)),
-            self.store.traces.link([_span(events[i]) for i in traced]) if traced else _nothing(),
+            self.store.traces.link([span_of(events[i]) for i in traced]) if traced else _nothing(),
         )
         # Team, business unit and environment roll-ups: what ingest.lua left for them
         # (this batch's, and any a crash left behind), exactly once.
@@ -196,7 +204,7 @@ class Pipeline:
             spike.configure(contexts[identity])  # the environment's warm-up length
             if spike.minutes_seen >= spike.config.warmup_minutes:
                 continue
-            group = peer_group(_attribution_after(events, states[identity].who))
+            group = peer_group(attribution_after(events, states[identity].who))
             if group is not None:
                 wanted[identity] = group
         if not wanted:
@@ -222,30 +230,48 @@ class Pipeline:
         if rows and result.scored_through is not None:
             state.skipped_minutes += rows[0].minute - result.scored_through - 1
         # Minutes final before this batch: their checkpoint never landed (a crash or a lost
-        # race), so they are scored again now, with no closing event of their own.
+        # race), so they are scored again now: as the redelivered events ('r') that closed
+        # them come by (as they did the first time), the rest before the first other event.
+        before: list[MinuteWindow] = []
         while rows and result.final_before is not None and rows[0].minute <= result.final_before:
-            self._score_minute(identity, state, rows.pop(0), None, out)
+            before.append(rows.pop(0))
+        redelivered_ms = -1  # the newest redelivered event's time: the watermark they made
         closes = {c.event_index: c.minute for c in result.closes}
         # Only the detectors with an event hook (drift, retry loop, agent chain) see events.
-        observers = [f.detector for f in state.filters.values() if _observes_events(f.detector)]
+        observers = [f.detector for f in state.filters.values() if observes_events(f.detector)]
         scored: list[EventScores] = []
+        observed: list[bytes] = []  # ids this checkpoint observes (store/dedupe.py hashes)
         for i, event in enumerate(events):
-            status = _STATUS[result.status[i]]
-            if status != "duplicate":
+            code = result.status[i]
+            status = _STATUS[code]
+            if before and code == "r":
+                redelivered_ms = max(redelivered_ms, event.event_time_ms)
+                through = (redelivered_ms - self.lateness_ms) // MINUTE_MS - 1
+                while before and before[0].minute <= through:
+                    self._score_minute(identity, state, before.pop(0), event, out)
+            while before and code != "r":
+                self._score_minute(identity, state, before.pop(0), None, out)
+            # 'r': counted by an ingest whose checkpoint never landed (a worker died): not
+            # counted again, but observed again, since its observations died with that worker.
+            seen = code != "d"
+            if seen:
+                observed.append(id_hash(event.event_id))
                 usage = out.usage_by_hour[identity, event.event_time_ms // HOUR_MS]
                 usage[0] += event.input_tokens + event.output_tokens
                 usage[1] += event.cost_nano_usd
-                state.who = _attribution(event, state.who)
+                state.who = attribution(event, state.who)
             final_minute = closes.get(i)
             while final_minute is not None and rows and rows[0].minute <= final_minute:
                 self._score_minute(identity, state, rows.pop(0), event, out)
-            if status != "duplicate" and observers:  # after the minutes it closed
+            if seen and observers:  # after the minutes it closed
                 facts = event_facts(event, spans[i])
                 for observer in observers:
                     observer.observe_one(facts)
             if self.keep_scores:
                 # No copy: _score_minute replaces the dict instead of changing it in place.
                 scored.append(EventScores(event, status, state.last_scores))
+        while before:
+            self._score_minute(identity, state, before.pop(0), None, out)
         while rows:  # defensive: rows the closes did not account for
             self._score_minute(identity, state, rows.pop(0), None, out)
         out.stats["events_new"] += result.new
@@ -256,7 +282,12 @@ class Pipeline:
         if (
             result.final_through is not None
             and result.scored_through is not None
-            and (result.final_through > result.scored_through or result.new or result.late)
+            and (
+                result.final_through > result.scored_through
+                or result.new
+                or result.late
+                or observed
+            )
         ):
             self._report_levels(identity, state, result.scored_through, result.final_through, out)
             out.commits.append(
@@ -267,6 +298,7 @@ class Pipeline:
                     # from) minute: never move the scored pointer backwards.
                     max(result.scored_through, result.final_through),
                     state.to_bytes(),
+                    b"".join(observed),
                 )
             )
         return scored
@@ -319,73 +351,5 @@ class Pipeline:
         out.stats["minutes_scored"] += 1
 
 
-def _observes_events(detector: object) -> bool:
-    """Whether a detector has an event hook (MinuteDetector's is a no-op)."""
-    return getattr(type(detector), "observe_one", None) is not MinuteDetector.observe_one
-
-
-def _attribution(event: MeteringEvent, current: Attribution) -> Attribution:
-    if event.team is None and event.environment is None:
-        return current
-    return Attribution(
-        team=event.team or current.team, environment=event.environment or current.environment
-    )
-
-
-def _attribution_after(events: list[MeteringEvent], who: Attribution) -> Attribution:
-    for event in events:
-        who = _attribution(event, who)
-    return who
-
-
-def _linkable(event: MeteringEvent) -> bool:
-    ids = (event.trace_id or "", event.span_id or "", event.parent_span_id or "")
-    return bool(event.trace_id and event.span_id) and not any(
-        "\t" in part or "\n" in part for part in ids
-    )
-
-
-def _span(event: MeteringEvent) -> SpanLink:
-    """The event as a span of its trace, with the usage its root identity is credited."""
-    return SpanLink(
-        event.trace_id or "",
-        event.span_id or "",
-        event.parent_span_id,
-        event.identity,
-        event.cost_nano_usd,
-        hour=event.event_time_ms // HOUR_MS,
-        input_tokens=event.input_tokens,
-        output_tokens=event.output_tokens,
-        cached_tokens=event.cached_tokens,
-        errors=int(event.status == "error"),
-    )
-
-
 async def _nothing() -> list[SpanPlace]:
     return []
-
-
-def event_facts(event: MeteringEvent, span: SpanPlace | None = None) -> EventFacts:
-    fingerprint = event.request_fingerprint
-    if fingerprint is None and event.status == "error":
-        # No fingerprint: the failing operation stands in for "the same request".
-        fingerprint = f"op:{event.operation or ''}|{event.endpoint or ''}|{event.model or ''}"
-    return EventFacts(
-        time_ms=event.event_time_ms,
-        minute=event.event_time_ms // MINUTE_MS,
-        is_error=event.status == "error",
-        fingerprint=fingerprint,
-        model=event.model,
-        workload=event.workload,
-        source=event.source,
-        credential_id=event.credential_id,
-        caller=event.caller_identity,
-        tokens=event.input_tokens + event.output_tokens,
-        cost_nano_usd=event.cost_nano_usd,
-        depth=span.depth if span else None,
-        cycle=span.cycle if span else False,
-        fanout=span.fanout if span else 0,
-        trace_root=span.root if span else None,
-        trace_cost_nano_usd=span.trace_cost_nano_usd if span else 0,
-        trace_id=event.trace_id if span else None,
-    )

@@ -20,6 +20,8 @@
 -- business unit and environment keys (their own hash tags) and then deletes them; the reply
 -- returns every entry still waiting (one left by a crash is applied again, at most once).
 -- Packed row: "calls,input,output,cached,cost_nano,errors".
+-- Statuses: n(ew), l(ate), d(uplicate), r (a duplicate counted by an ingest whose checkpoint
+-- never landed: observe it again, do not count it).
 --
 -- A minute m is final once the identity's event-time watermark (max event ms seen) reaches
 -- (m + 1) * 60000 + lateness. Events for a final minute are "late": counted per hour in
@@ -192,12 +194,23 @@ for g, k in pairs(arriving) do
   if d > gen.d then resplit(g, gen, d) end
 end
 
+-- Ids counted by an ingest whose checkpoint has not landed yet (dd field AWAITING, packed
+-- hashes; commit_state.lua removes those a checkpoint observed). A duplicate among them was
+-- counted by a worker that died before its checkpoint: its event-level observations are made
+-- again (status 'r'), though it is not counted again.
+local AWAITING = 'awaiting:'
+local awaiting = redis.call('HGET', dd, AWAITING) or ''
+local fresh_ids = {}
+
 for j0, e in ipairs(evs) do
   local j = j0 - 1
   local t, inp, out, cached, cost, err, group = e[1], e[2], e[3], e[4], e[5], e[6], e[7]
-  if not first_sighting(string.sub(hashes, 8 * j + 1, 8 * j + 8), t) then
-    n_dup = n_dup + 1; status[j + 1] = 'd'
+  local h = string.sub(hashes, 8 * j + 1, 8 * j + 8)
+  if not first_sighting(h, t) then
+    n_dup = n_dup + 1
+    status[j + 1] = (awaiting ~= '' and holds(awaiting, h)) and 'r' or 'd'
   else
+    fresh_ids[#fresh_ids + 1] = h
     local minute = math.floor(t / 60000)
     roll(group, 'm', minute, inp, out, cached, cost, err)
     roll(group, 'h', math.floor(minute / 60), inp, out, cached, cost, err)
@@ -263,6 +276,7 @@ if fin ~= nil then
     end
     lo = keep_from
   end
+  if #fresh_ids > 0 then redis.call('HSET', dd, AWAITING, awaiting .. table.concat(fresh_ids)) end
   -- Remembered ids: write what the batch added, drop generations past the horizon.
   local cutoff = wm - horizon
   for g, gen in pairs(gens) do

@@ -47,7 +47,7 @@ class IngestResult:
     new: int
     duplicates: int
     late: int
-    status: str  # one char per event: n(ew) d(uplicate) l(ate)
+    status: str  # one char per event: n(ew) d(uplicate) l(ate) r(e-observe: see ingest.lua)
     closes: list[MinuteClose]
     scored_through: int | None  # last minute scored by a committed checkpoint
     final_through: int | None  # last final minute after this batch
@@ -63,6 +63,7 @@ class StateCommit:
     expected_scored_through: int
     scored_through: int
     state: bytes
+    observed: bytes = b""  # the id hashes (dedupe.py) of the events this checkpoint observed
 
 
 class Windows:
@@ -150,12 +151,14 @@ class Windows:
                     keys=[
                         self._keys.identity_key(c.identity, "meta"),
                         self._keys.identity_key(c.identity, "state"),
+                        self._keys.identity_key(c.identity, "dd"),
                     ],
                     args=[
                         c.expected_scored_through,
                         c.scored_through,
                         c.state,
                         self._config.ttl_s,
+                        c.observed,
                     ],
                     client=pipe,
                 )

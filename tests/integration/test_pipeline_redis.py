@@ -300,3 +300,36 @@ async def test_counters_stay_exact_when_a_worker_dies_before_its_checkpoint(redi
         assert counters["events_duplicate"] == 15 + len(events)
     finally:
         await client.aclose()
+
+
+async def test_a_batch_whose_checkpoint_never_landed_is_observed_again(redis_url: str):
+    """Event-level observations (retry fingerprints, models, workloads, spans) live in the
+    checkpoint. A worker that dies after ingest but before its checkpoint loses them, and the
+    redelivered events are duplicates: they are observed again (status 'r'), not counted
+    again, so the checkpoint ends exactly as if nothing had happened."""
+    docs = series("svc-o", 4, 6)
+    for n, doc in enumerate(docs):
+        doc.update(workload=f"job-{n % 3}", model="gpt-4o", request_fingerprint=f"fp-{n % 2}")
+    events = as_events(docs)
+    first, second = events[:12], events[12:]
+    client = aioredis.Redis.from_url(redis_url)
+    states = []
+    try:
+        for prefix, crash in (("calm", False), ("killed", True)):
+            store = build_store(client, StoreConfig(prefix=prefix, allowed_lateness_s=30))
+            pipeline = Pipeline(store, PolicyConfig())
+            await pipeline.commit(await pipeline.process(first), NOW)
+            if crash:
+                await pipeline.process(second)  # ingested; the worker dies before committing
+            again = await pipeline.process(second)
+            await pipeline.commit(again, NOW)
+            if crash:
+                assert {s.status for s in again.scores} == {"duplicate"}  # not counted twice
+            counters = await store.windows.counters("svc-o")
+            assert counters["new"] == len(events)
+            assert await client.hget(store.keys.identity_key("svc-o", "dd"), "awaiting:") is None
+            states.append(await client.get(store.keys.identity_key("svc-o", "state")))
+    finally:
+        await client.aclose()
+    calm, killed = states
+    assert killed == calm

@@ -10,7 +10,7 @@ from decimal import Decimal
 from meterguard.detectors.agent_chain import AgentChainDetector, usd
 from meterguard.detectors.features import EventFacts, MinuteWindow
 from meterguard.models import MeteringEvent
-from meterguard.streams.runtime.pipeline import event_facts
+from meterguard.streams.runtime.event_facts import event_facts
 from meterguard.streams.store.driven import Credit, parse_credits
 from meterguard.streams.store.traces import SpanLink, SpanPlace
 from tests.support.agent_chains import expected_driven, span
