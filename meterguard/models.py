@@ -186,6 +186,12 @@ class DeadLetter(BaseModel):
     # a binary-mode CloudEvent's ce_* attributes), not a byte-exact copy.
     format: str | None = None
     headers: dict[str, str] | None = None
+    # Added in issue 14. An original longer than the dead-letter topic can carry keeps its
+    # first bytes in `raw` (raw_truncated), and its full size and SHA-256 here: the whole of
+    # it stays on its own topic at (topic, partition, offset).
+    raw_truncated: bool = False
+    raw_size: int | None = None
+    raw_sha256: str | None = None
 
 
 class ThrottleLimits(BaseModel):

@@ -13,6 +13,7 @@ Pure: the caller passes `ingest_time` (the worker's clock, or the file's for rep
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,6 +48,11 @@ from meterguard.streams.decoding.formats.common import (
 from meterguard.streams.decoding.trace_attribution import HeldSpan, SpanLink
 
 MAX_MESSAGE_BYTES = 1_048_576
+# The original bytes a dead letter carries: a letter must fit a Kafka message (the producer's
+# and most brokers' default limit is 1,000,000 bytes), and JSON may spell a byte as six
+# ("\u0001"): 128 KiB is at most ~786 KB of text. A longer original keeps its first bytes,
+# its size and its SHA-256 (DeadLetter.raw_truncated); the whole stays on its own topic.
+MAX_DEAD_LETTER_RAW_BYTES = 131_072
 DEFAULT_MAX_FUTURE_SKEW = timedelta(minutes=5)
 # More records than any real export batch (OTel's default is 512 spans, LiteLLM's 100 rows):
 # past it, one message would flood the DLQ with a dead letter per element.
@@ -297,15 +303,20 @@ def dead_letter(
     fmt: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> DeadLetter:
+    kept = raw[:MAX_DEAD_LETTER_RAW_BYTES]
+    truncated = len(kept) < len(raw)
     try:
-        text, encoding = raw.decode("utf-8"), "text"
+        text, encoding = kept.decode("utf-8"), "text"
     except UnicodeDecodeError:
-        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
     return DeadLetter(
         reason=reason,
         error=error[:2000],
         raw=text,
         raw_encoding=encoding,  # type: ignore[arg-type]
+        raw_truncated=truncated,
+        raw_size=len(raw) if truncated else None,
+        raw_sha256=hashlib.sha256(raw).hexdigest() if truncated else None,
         topic=origin.topic,
         partition=origin.partition,
         offset=origin.offset,

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +50,7 @@ from meterguard.streams.tools.embedded import (
 # One of each kind that fires within a minute: a spike, a retry loop and an agent loop.
 DEMO_INCIDENTS = ("runaway_agent", "retry_loop", "agent_chain")
 CATCH_UP_S = 45.0  # wall seconds until simulated time reaches now
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a supervisor's stop
 
 
 @dataclass(frozen=True)
@@ -97,35 +99,43 @@ def run_demo(
     settings: Settings, duration: float | None, identities: int, speed: float | None, seed: int
 ) -> int:
     console = Console()
-    # Ctrl-C and SIGTERM both end in the clean shutdown below; SIGINT explicitly, because a
-    # process started in the background by a script inherits it ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C and SIGTERM both end in the clean shutdown below, whenever they come (while the
+    # servers start too); SIGINT explicitly, because a process started in the background by a
+    # script inherits it ignored.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
     workdir = Path(".meterguard") / datetime.now(UTC).strftime("demo-%Y%m%dT%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        broker_url, redis_url = settings.kafka_broker, settings.redis_url
-        if not broker_url:
-            console.print("starting embedded Kafka-protocol broker (Tansu)…")
-            broker_url = stack.enter_context(EmbeddedBroker(workdir=workdir / "broker")).url
-        if not redis_url:
-            console.print("starting embedded Redis…")
-            redis_url = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis")).url
-        live = settings.model_copy(update={"kafka_broker": broker_url, "redis_url": redis_url})
-        asyncio.run(ensure_topics(live.bootstrap, topic_specs(live)))
-        web_port = settings.web_port if "MG_WEB_PORT" in os.environ else free_port()
-        worker = _start_worker(live, workdir, web_port)
-        stack.callback(_stop_process, worker)
-        console.print(
-            f"worker pid {worker.pid}, log {workdir / 'worker.log'}; Ctrl-C stops everything"
-        )
-        console.print(f"dashboard: [bold]http://127.0.0.1:{web_port}/[/bold]")
-        console.print(describe_destinations(settings))
         try:
+            broker_url, redis_url = settings.kafka_broker, settings.redis_url
+            if not broker_url:
+                console.print("starting embedded Kafka-protocol broker (Tansu)…")
+                broker_url = stack.enter_context(EmbeddedBroker(workdir=workdir / "broker")).url
+            if not redis_url:
+                console.print("starting embedded Redis…")
+                redis_url = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis")).url
+            live = settings.model_copy(update={"kafka_broker": broker_url, "redis_url": redis_url})
+            asyncio.run(ensure_topics(live.bootstrap, topic_specs(live)))
+            web_port = settings.web_port if "MG_WEB_PORT" in os.environ else free_port()
+            worker = _start_worker(live, workdir, web_port)
+            stack.callback(_stop_process, worker)
+            console.print(
+                f"worker pid {worker.pid}, log {workdir / 'worker.log'}; Ctrl-C stops everything"
+            )
+            console.print(f"dashboard: [bold]http://127.0.0.1:{web_port}/[/bold]")
+            console.print(describe_destinations(settings))
             web = f"http://127.0.0.1:{web_port}"
             asyncio.run(_run(live, console, duration, identities, speed, seed, worker, web))
+            if _Stop.requested:
+                console.print("stopping…")
         except KeyboardInterrupt:
+            _ignore_signals()
             console.print("stopping…")
+        finally:
+            # The stack's exit stops the children; a second signal must not cut that short
+            # (it is bounded: each child gets SIGKILL after a grace period).
+            _ignore_signals()
     console.print(f"stopped; logs kept in {workdir}")
     return 0
 
@@ -152,8 +162,27 @@ def _host(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
 
-def _interrupt(signum: int, frame: object) -> None:
+class _Stop:
+    """Whether SIGINT or SIGTERM came. While the servers start, the handler also raises
+    KeyboardInterrupt, but Python drops an exception raised while it runs an at-fork hook or
+    a finaliser (it prints it and goes on: starting a child forks), so `_run` checks this too.
+    """
+
+    requested = False
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    _Stop.requested = True
     raise KeyboardInterrupt
+
+
+def _stop_requested() -> None:
+    _Stop.requested = True
+
+
+def _ignore_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _start_worker(settings: Settings, workdir: Path, web_port: int) -> subprocess.Popen[bytes]:
@@ -241,9 +270,12 @@ async def _run(
         asyncio.create_task(_poll_deliveries(web, screen, stop)),
     ]
     deadline = None if duration is None else time.monotonic() + duration
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:  # from here a signal is a flag the loop below reads, no exception
+        loop.add_signal_handler(sig, _stop_requested)
     try:
         with Live(_render(screen, clock), console=console, refresh_per_second=2) as view:
-            while deadline is None or time.monotonic() < deadline:
+            while not _Stop.requested and (deadline is None or time.monotonic() < deadline):
                 if worker.poll() is not None:
                     raise RuntimeError(f"worker exited with {worker.returncode}; see its log")
                 failed = [t for t in tasks if t.done() and t.exception()]
@@ -256,6 +288,13 @@ async def _run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Back to the handler that raises (the loop's would die with it), with no moment
+        # without one: a signal meanwhile waits, blocked, for the new handler.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, _interrupt)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     sent = ", ".join(f"{n:,.0f} {k}" for k, n in sorted(screen.deliveries.items()))
     console.print(
         f"{screen.alert_count} alerts, {len(screen.throttles)} identities throttled, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
+import pytest
 from standardwebhooks.webhooks import Webhook
 
 SECRET = "whsec_" + "bWV0ZXJndWFyZC1kZW1vLXRlc3Qtc2VjcmV0"  # base64 of a test-only key
@@ -94,35 +96,83 @@ def test_demo_shows_alerts_and_throttles_within_its_first_minute_and_leaves_noth
 def running_in(folder: Path) -> list[str]:
     """Processes whose working directory lies in `folder` (the demo's children inherit it)."""
     found = []
+    for pid in pids_in(folder):
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def pids_in(folder: Path) -> list[int]:
+    found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cwd = (proc / "cwd").resolve()
             if cwd == folder or folder in cwd.parents:
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                found.append(int(proc.name))
         except OSError:
             continue  # gone meanwhile, or not ours to read
     return found
 
 
-def test_demo_stops_everything_on_sigterm(tmp_path: Path):
+def start_demo(folder: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MG_")}
-    demo = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "meterguard.streams.tools.cli", "demo"],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def read_until(demo: subprocess.Popen[str], prefix: str) -> None:
     assert demo.stdout is not None
-    for line in demo.stdout:  # wait until everything runs: the traffic plan is printed
-        if line.startswith("injected:"):
-            break
-    assert running_in(tmp_path), "broker, Redis and worker should be running now"
-    demo.send_signal(signal.SIGTERM)
-    rest = demo.communicate(timeout=120)[0]
+    for line in demo.stdout:
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"the demo ended before printing {prefix!r}")
+
+
+def assert_stopped_cleanly(demo: subprocess.Popen[str], folder: Path) -> None:
+    try:
+        rest = demo.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        demo.kill()  # and what it started (their working directory is `folder`): no leftovers
+        for pid in pids_in(folder):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the demo did not stop within 60 s of the signal") from None
     assert demo.returncode == 0, rest[-2000:]
     assert "stopped; logs kept in" in rest
-    assert running_in(tmp_path) == []
+    assert running_in(folder) == []
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGTERM,), (signal.SIGINT,), (signal.SIGINT, signal.SIGINT)],
+    ids=["sigterm", "sigint", "sigint-twice"],
+)
+def test_demo_stops_everything_on_signal(tmp_path: Path, signals: tuple[signal.Signals, ...]):
+    """SIGTERM (a supervisor) and SIGINT (Ctrl-C, pressed once or twice) end in the clean
+    shutdown: exit 0, nothing left running."""
+    demo = start_demo(tmp_path)
+    read_until(demo, "injected:")  # everything runs: the traffic plan is printed
+    assert running_in(tmp_path), "broker, Redis and worker should be running now"
+    for sig in signals:
+        demo.send_signal(sig)
+    assert_stopped_cleanly(demo, tmp_path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_demo_stops_everything_on_a_signal_while_starting(tmp_path: Path, sig: signal.Signals):
+    """A signal while the servers start (it lands wherever the startup is: spawning the
+    broker or Redis, creating topics, spawning the worker) ends the same way."""
+    demo = start_demo(tmp_path)
+    read_until(demo, "starting embedded Kafka-protocol broker")  # its first line
+    demo.send_signal(sig)
+    assert_stopped_cleanly(demo, tmp_path)

@@ -368,7 +368,8 @@ def test_message_over_the_size_limit_is_oversize() -> None:
     assert len(data) > MAX_MESSAGE_BYTES
     letter = refused(data)
     assert letter.reason == "oversize"
-    assert original_bytes(letter) == data
+    # Its first bytes, size and hash (the whole is more than a Kafka message can carry).
+    assert data.startswith(original_bytes(letter)) and letter.raw_size == len(data)
 
 
 def test_oversize_is_checked_before_parsing() -> None:
@@ -376,7 +377,7 @@ def test_oversize_is_checked_before_parsing() -> None:
     letter = refused(data)
     assert letter.reason == "oversize"
     assert letter.raw_encoding == "base64"
-    assert original_bytes(letter) == data
+    assert data.startswith(original_bytes(letter)) and letter.raw_size == len(data)
 
 
 def test_large_attributes_are_attributes_too_large() -> None:
