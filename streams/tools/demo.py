@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -40,6 +39,7 @@ from meterguard.streams.simulation.simulate import generate
 from meterguard.streams.simulation.traffic import PacedClock, produce_paced
 from meterguard.streams.store import build_store
 from meterguard.streams.tools.demo_spend import SpendView, read_spend, spend_summary, spend_tables
+from meterguard.streams.tools.demo_text import delivery_counts, describe_destinations
 from meterguard.streams.tools.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
@@ -138,28 +138,6 @@ def run_demo(
             _ignore_signals()
     console.print(f"stopped; logs kept in {workdir}")
     return 0
-
-
-def describe_destinations(settings: Settings) -> str:
-    """Where alerts go, without secrets (URLs may carry tokens: show scheme and host only)."""
-    targets = [f"webhook {_host(u)}" for u in (settings.webhook_url or "").split(",") if u.strip()]
-    if settings.webhook_url and not settings.webhook_secret:
-        targets[-1] += " (unsigned: MG_WEBHOOK_SECRET is not set)"
-    if settings.slack_bot_token and settings.slack_channel:
-        targets.append(f"Slack channel {settings.slack_channel} (Web API, one thread per episode)")
-    elif settings.slack_webhook_url:
-        targets.append(f"Slack {_host(settings.slack_webhook_url)}")
-    if not targets:
-        return (
-            "alerts are not delivered anywhere: set MG_WEBHOOK_URL (+ MG_WEBHOOK_SECRET) and/or "
-            "MG_SLACK_WEBHOOK_URL (or MG_SLACK_BOT_TOKEN + MG_SLACK_CHANNEL) to receive them"
-        )
-    return "delivering alerts to: " + ", ".join(escape(t) for t in targets)
-
-
-def _host(url: str) -> str:
-    parts = urlsplit(url.strip())
-    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
 
 class _Stop:
@@ -358,17 +336,6 @@ async def _poll_deliveries(web: str, screen: Screen, stop: asyncio.Event) -> Non
                 screen.deliveries = delivery_counts(text)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
-
-
-def delivery_counts(metrics_text: str) -> dict[str, float]:
-    """`meterguard_sink_deliveries_total{sink=…,outcome=…} n` lines summed by outcome."""
-    counts: dict[str, float] = {}
-    for line in metrics_text.splitlines():
-        if line.startswith("meterguard_sink_deliveries_total{"):
-            labels, _, value = line.rpartition(" ")
-            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
-            counts[outcome] = counts.get(outcome, 0) + float(value)
-    return counts
 
 
 def _render(screen: Screen, clock: PacedClock) -> Group:

@@ -32,7 +32,7 @@ def test_explicit_speed_is_kept():
 
 def test_demo_names_its_destinations_without_their_secrets():
     from meterguard.streams.settings import Settings
-    from meterguard.streams.tools.demo import describe_destinations
+    from meterguard.streams.tools.demo_text import describe_destinations
 
     none = Settings(_env_file=None)  # type: ignore[call-arg]
     assert "not delivered anywhere" in describe_destinations(none)
@@ -48,7 +48,7 @@ def test_demo_names_its_destinations_without_their_secrets():
 
 
 def test_demo_sums_deliveries_by_outcome_over_sinks():
-    from meterguard.streams.tools.demo import delivery_counts
+    from meterguard.streams.tools.demo_text import delivery_counts
 
     text = "\n".join(
         [
@@ -64,7 +64,7 @@ def test_demo_sums_deliveries_by_outcome_over_sinks():
 
 def test_demo_names_the_slack_channel_in_web_api_mode_never_the_token():
     from meterguard.streams.settings import Settings
-    from meterguard.streams.tools.demo import describe_destinations
+    from meterguard.streams.tools.demo_text import describe_destinations
 
     settings = Settings.model_validate(
         {"slack_bot_token": "xoxb-SECRET", "slack_channel": "C123", "slack_webhook_url": None}
