@@ -9,9 +9,7 @@ work) except the tuning ones in TUNING_VARIABLES, then the bench's own are set.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meterguard.streams.tools.bench_traffic import Observer, Progress, Throughput
-from meterguard.streams.tools.embedded import die_with_parent
+from meterguard.streams.tools.embedded import die_with_parent, stop_group
 
 # MG_ variables a worker keeps from the caller's environment: they tune, they do not redirect.
 TUNING_VARIABLES = (
@@ -114,16 +112,7 @@ def start_faust_baseline(env: dict[str, str], log: Path) -> subprocess.Popen[byt
 
 def stop_child(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM its process group, SIGKILL after STOP_GRACE_S."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc, STOP_GRACE_S)
 
 
 def rss_mb(pid: int) -> float:

@@ -45,6 +45,7 @@ from meterguard.streams.tools.embedded import (
     EmbeddedRedis,
     die_with_parent,
     free_port,
+    stop_group,
 )
 
 # One of each kind that fires within a minute: a spike, a retry loop and an agent loop.
@@ -191,16 +192,7 @@ def _start_worker(settings: Settings, workdir: Path, web_port: int) -> subproces
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc, 10.0)
 
 
 async def _run(

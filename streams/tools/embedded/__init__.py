@@ -9,7 +9,12 @@ Readiness checks are synchronous on purpose: `start()` must work both from plain
 inside a running event loop (async fixtures, the demo's main), where `asyncio.run` is forbidden.
 """
 
-from meterguard.streams.tools.embedded.child import EmbeddedServiceError, die_with_parent, free_port
+from meterguard.streams.tools.embedded.child import (
+    EmbeddedServiceError,
+    die_with_parent,
+    free_port,
+    stop_group,
+)
 from meterguard.streams.tools.embedded.redis_server import EmbeddedRedis
 from meterguard.streams.tools.embedded.tansu import EmbeddedBroker
 
@@ -19,4 +24,5 @@ __all__ = [
     "EmbeddedServiceError",
     "die_with_parent",
     "free_port",
+    "stop_group",
 ]

@@ -226,6 +226,19 @@ class ChildServer:
             self._workdir = None
 
 
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """Stop a child started in its own process group: SIGTERM to the group, SIGKILL after
+    `grace_s` (so a shutdown never hangs on a child that does not stop)."""
+    if proc.poll() is not None:
+        return
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
