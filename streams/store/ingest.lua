@@ -276,7 +276,14 @@ if fin ~= nil then
     end
     lo = keep_from
   end
-  if #fresh_ids > 0 then redis.call('HSET', dd, AWAITING, awaiting .. table.concat(fresh_ids)) end
+  if #fresh_ids > 0 then
+    -- Bounded (the newest 65,536 ids, 512 KiB): far more than any batch a checkpoint follows;
+    -- only checkpoints that keep failing would reach it, and then the oldest waiting ids are
+    -- no longer re-observed after a crash (they stay counted exactly once).
+    local all = awaiting .. table.concat(fresh_ids)
+    if #all > 524288 then all = string.sub(all, #all - 524288 + 1) end
+    redis.call('HSET', dd, AWAITING, all)
+  end
   -- Remembered ids: write what the batch added, drop generations past the horizon.
   local cutoff = wm - horizon
   for g, gen in pairs(gens) do
