@@ -81,6 +81,10 @@ async def runs(broker: EmbeddedBroker, redis_server: EmbeddedRedis, tmp_path_fac
         await producer.flush()
         await asyncio.gather(*(w.wait_counted(len(docs)) for w in (hop, direct)))
         await asyncio.gather(*(w.wait_counted(2, ("events_dead_lettered",)) for w in (hop, direct)))
+        # Counted (the roll-ups) comes before the batch's scoring, publishing and checkpoint:
+        # wait until every identity's checkpoint has scored all its final minutes.
+        identities = sorted({d["identity"] for d in docs})
+        await asyncio.gather(*(checkpointed(w, identities) for w in (hop, direct)))
         yield Runs(hop, direct, docs)
     finally:
         await producer.stop()
@@ -124,6 +128,17 @@ async def test_both_modes_count_every_valid_event_once_into_the_same_windows(run
         assert sum(w.input_tokens for w in hop) == sum(d["input_tokens"] for d in mine)
         counters = [await counts(w, identity) for w in (runs.hop, runs.direct)]
         assert counters[0] == counters[1] and counters[0]["new"] == len(mine)
+
+
+async def checkpointed(worker: Worker, identities: list[str]) -> None:
+    async def done() -> bool:
+        for identity in identities:
+            found = await worker.store.windows.counters(identity)
+            if found.get("sc") != found.get("fin"):
+                return False
+        return True
+
+    await eventually(done, "every identity's checkpoint", log=worker.log)
 
 
 async def counts(worker: Worker, identity: str) -> dict[str, int]:
