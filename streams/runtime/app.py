@@ -42,6 +42,9 @@ from meterguard.streams.store.trace_agents import TraceAgents
 from meterguard.streams.web.routes import register_routes
 
 log = logging.getLogger("meterguard")
+# Checkpoint races lost in a row before an identity waits for its next batch: a race needs
+# two workers scoring one identity at once, which a rebalance allows for one step or two.
+RACE_RETRIES = 3
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -167,9 +170,11 @@ def create_app(settings: Settings) -> faust.App:
             for first in range(0, len(events), settings.batch_size):
                 await _score_step(events[first : first + settings.batch_size])
 
-    async def _score_step(batch: list[MeteringEvent]) -> None:
+    async def _score_step(batch: list[MeteringEvent], race: int = 0) -> None:
         """Pipeline, gateway keys, publish, checkpoint (in that order: a crash between them
-        repeats ids, never loses them), metrics."""
+        repeats ids, never loses them), metrics. An identity whose checkpoint lost the race
+        to another worker (a rebalance) is stepped again at once from the winner's state:
+        its events are duplicates by then, observed again where the winner had not."""
         started = time.perf_counter()
         outcome = await retrying(lambda: pipeline.process(batch), log=log)
         await retrying(lambda: pipeline.apply_throttles(outcome, utc_now()), log=log)
@@ -177,8 +182,17 @@ def create_app(settings: Settings) -> faust.App:
         lost = await retrying(lambda: pipeline.commit(outcome, utc_now()), log=log)
         metrics.count_batch(outcome, time.perf_counter() - started)
         metrics.observe_latency(batch, utc_now())
-        if lost:
-            log.info("checkpoint race lost for %d identities; re-scored next batch", len(lost))
+        if lost and race < RACE_RETRIES:
+            log.info("checkpoint race lost for %d identities; stepping them again", len(lost))
+            again = set(lost)
+            await _score_step([e for e in batch if e.identity in again], race + 1)
+        elif lost:
+            log.warning(
+                "checkpoint race lost %d times in a row for %d identities; their next batch "
+                "re-scores their minutes (observations of this batch may be missing)",
+                race + 1,
+                len(lost),
+            )
 
     _downstream = _score if keyed else _hop
 

@@ -16,6 +16,7 @@ keys are written before publishing so Kafka carries exactly the commands Redis a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -299,6 +300,9 @@ class Pipeline:
                     max(result.scored_through, result.final_through),
                     state.to_bytes(),
                     b"".join(observed),
+                    hashlib.sha1(result.state, usedforsecurity=False).hexdigest()
+                    if result.state
+                    else "",
                 )
             )
         return scored

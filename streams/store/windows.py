@@ -64,6 +64,7 @@ class StateCommit:
     scored_through: int
     state: bytes
     observed: bytes = b""  # the id hashes (dedupe.py) of the events this checkpoint observed
+    based_on: str = ""  # SHA-1 hex of the checkpoint it was built from ('' none): see below
 
 
 class Windows:
@@ -140,7 +141,8 @@ class Windows:
         peer_reports: Iterable[PeerReport] = (),
         stale_peers: Mapping[PeerGroup, Iterable[str]] | None = None,
     ) -> list[str]:
-        """Checkpoint detector state (compare-and-set on the scored minute), counters,
+        """Checkpoint detector state (compare-and-set on the scored minute and on the
+        checkpoint read, `StateCommit.based_on`: commit_state.lua), counters,
         rankings, recent alerts and peer levels in one round trip (throttle keys are written
         earlier, by Throttles.apply). Returns identities whose checkpoint lost the race to
         another worker (their minutes are scored again from the winner's state)."""
@@ -159,6 +161,7 @@ class Windows:
                         c.state,
                         self._config.ttl_s,
                         c.observed,
+                        c.based_on,
                     ],
                     client=pipe,
                 )

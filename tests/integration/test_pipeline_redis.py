@@ -333,3 +333,58 @@ async def test_a_batch_whose_checkpoint_never_landed_is_observed_again(redis_url
         await client.aclose()
     calm, killed = states
     assert killed == calm
+
+
+@pytest.mark.parametrize("slow_commits", ["first", "last"])
+async def test_a_rebalance_never_overwrites_a_newer_checkpoint(redis_url: str, slow_commits: str):
+    """Two workers step one identity at once (a rebalance: the old owner finishes a step the
+    new owner re-reads). Neither closes a minute, so the scored minute cannot tell their
+    checkpoints apart: the commit compares the checkpoint each was built on. Whichever
+    commits second loses and is stepped again from the winner's state (as the worker's
+    _score_step does), and the checkpoint ends exactly as one uninterrupted worker's."""
+    docs = series("svc-r", 4, 6)
+    for n, doc in enumerate(docs):
+        doc.update(workload=f"job-{n % 3}", model="gpt-4o", request_fingerprint=f"fp-{n % 2}")
+    last = docs[-1]
+    # New ids at the newest event time with new models and workloads: observations that
+    # close no minute (the scored pointer stays where it was for both workers).
+    extra = [
+        {**last, "event_id": f"extra-{n}", "model": f"model-{n}", "workload": f"new-{n}"}
+        for n in range(3)
+    ]
+    events = as_events([*docs, *extra])
+    first, second, third = events[:12], events[12 : len(docs)], events[len(docs) :]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        calm_store = build_store(client, StoreConfig(prefix="race-calm", allowed_lateness_s=30))
+        calm = Pipeline(calm_store, PolicyConfig())
+        for part in (first, second, third):
+            await calm.commit(await calm.process(part), NOW)
+        store = build_store(
+            client, StoreConfig(prefix=f"race-{slow_commits}", allowed_lateness_s=30)
+        )
+        old_owner, new_owner = Pipeline(store, PolicyConfig()), Pipeline(store, PolicyConfig())
+        await old_owner.commit(await old_owner.process(first), NOW)
+        await old_owner.commit(await old_owner.process(second), NOW)
+        # The old owner's last step: `third`, ingested and scored, not yet committed ...
+        stale = await old_owner.process(third)
+        # ... while the new owner, from the last committed offset, steps `third` too.
+        fresh = await new_owner.process(third)
+        if slow_commits == "last":
+            assert await new_owner.commit(fresh, NOW) == []
+            assert await old_owner.commit(stale, NOW) == ["svc-r"]  # refused: built on old state
+            loser, lost_events = old_owner, third
+        else:
+            assert await old_owner.commit(stale, NOW) == []
+            assert await new_owner.commit(fresh, NOW) == ["svc-r"]
+            loser, lost_events = new_owner, third
+        again = await loser.process(lost_events)  # stepped again from the winner's state
+        assert {s.status for s in again.scores} == {"duplicate"}  # counted once
+        assert await loser.commit(again, NOW) == []
+        assert (await store.windows.counters("svc-r"))["new"] == len(events)
+        states = [
+            await client.get(s.keys.identity_key("svc-r", "state")) for s in (calm_store, store)
+        ]
+    finally:
+        await client.aclose()
+    assert states[1] == states[0]
