@@ -55,6 +55,13 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+PARTITION_ASSIGNED = Gauge(
+    "meterguard_partition_assigned",
+    "1 for each partition this worker holds now (read at scrape time; a revoked partition's "
+    "series is removed)",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
 SSE_CLIENTS = Gauge(
     "meterguard_throttle_stream_clients",
     "Open /api/throttles/stream connections",
@@ -105,6 +112,15 @@ def count_formats(messages: Mapping[str, int], ignored: Mapping[str, int]) -> No
             IGNORED_RECORDS.labels(fmt).inc(n)
 
 
+def labelled(gauge: Gauge) -> set[tuple[str, ...]]:
+    """The label values of every series the gauge holds now."""
+    return {
+        tuple(sample.labels[name] for name in gauge._labelnames)
+        for metric in gauge.collect()
+        for sample in metric.samples
+    }
+
+
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
@@ -133,6 +149,12 @@ SINK_DELIVERY_SECONDS = Histogram(
 SINK_OUTBOX_DEPTH = Gauge(
     "meterguard_sink_outbox_depth",
     "Alerts waiting or in flight in the delivery outbox",
+    ["sink", "destination"],
+    registry=REGISTRY,
+)
+SINK_OUTBOX_FULL = Counter(
+    "meterguard_sink_outbox_full",
+    "Alerts a full outbox refused (MG_OUTBOX_MAX_PENDING), sent to the alerts DLQ",
     ["sink", "destination"],
     registry=REGISTRY,
 )

@@ -22,7 +22,7 @@ from meterguard.models import utc_now
 from meterguard.streams import metrics
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import Store
-from meterguard.streams.web import operator
+from meterguard.streams.web import log_hygiene, operator
 from meterguard.streams.web.dashboard import register_dashboard_routes
 from meterguard.streams.web.ingest_routes import register_ingest_routes
 from meterguard.streams.web.report_routes import register_report_routes
@@ -36,6 +36,7 @@ MAX_BODY = 16_384
 
 def register_routes(app: faust.App, store: Store, settings: Settings) -> None:
     feed = ThrottleFeed(store.redis, store.keys.throttle_channel)
+    log_hygiene.install()  # a malformed request: a log line, not a traceback
     register_dashboard_routes(app, store, settings.policy)  # GET /, its files and JSON
     register_ingest_routes(app, settings)  # POST /api/events, POST /v1/traces
     register_report_routes(app, store)  # GET /api/report, GET /api/report/unregistered
@@ -109,7 +110,7 @@ def register_routes(app: faust.App, store: Store, settings: Settings) -> None:
     class Release(faust.web.View):
         async def post(self, request: Any, identity: str) -> Any:
             refusal = operator.check_bearer(
-                request.headers.get("Authorization"), settings.api_token
+                request.headers.get("Authorization"), settings.api_token_value
             )
             if refusal is not None:
                 headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
@@ -180,16 +181,25 @@ def register_routes(app: faust.App, store: Store, settings: Settings) -> None:
 
 
 async def _refresh_gauges(app: faust.App, store: Store) -> None:
-    """Gauges read at scrape time: active throttles (Redis) and this worker's consumer lag."""
+    """Gauges read at scrape time: active throttles (Redis), and this worker's partitions and
+    their consumer lag."""
     with contextlib.suppress(redis.exceptions.RedisError, OSError):
         metrics.THROTTLES_ACTIVE.set(len(await store.throttles.active()))
     consumer = app.consumer
     with contextlib.suppress(Exception):  # no assignment yet, or a rebalance under way
+        held = set()
         for tp in consumer.assignment():
+            held.add((tp.topic, str(tp.partition)))
+            metrics.PARTITION_ASSIGNED.labels(tp.topic, str(tp.partition)).set(1)
             highwater, position = consumer.highwater(tp), await consumer.position(tp)
             if highwater is not None and position is not None:
                 lag = max(0, highwater - position)
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        # A partition that moved to another worker is no longer this one's lag: a stale
+        # series would count it twice in a sum over workers (an autoscaler's input).
+        for gauge in (metrics.CONSUMER_LAG, metrics.PARTITION_ASSIGNED):
+            for labels in metrics.labelled(gauge) - held:
+                gauge.remove(*labels)
 
 
 def _limit(request: Any) -> int | None:

@@ -23,7 +23,6 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from meterguard.models import MeteringEvent
 from meterguard.streams.offline.reconcile import Ledger, Period, Report, Totals, parse_metrics
@@ -31,6 +30,7 @@ from meterguard.streams.offline.reconcile_run import Recomputed, read_and_compar
 from meterguard.streams.offline.replay import ReplayOutputs, replay_file
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import Store, build_store
+from meterguard.streams.store.connection import redis_client
 from meterguard.streams.tools.embedded import free_port
 from tests.support.traffic import as_jsonl
 from tests.support.worker_process import Worker, settings_of
@@ -98,7 +98,8 @@ def spawn_worker(
         start_new_session=True,
     )
     settings = settings_of(env)
-    store = build_store(aioredis.Redis.from_url(like.settings.redis_url or ""), like.store.config)
+    client = redis_client(settings.redis_url or "", settings.redis_options)
+    store = build_store(client, like.store.config)
     return Worker(settings, env, f"http://127.0.0.1:{port}", log, process, store)
 
 
@@ -139,11 +140,11 @@ def processed_here(samples: dict[str, float]) -> float:
 
 
 def assigned_partitions(samples: dict[str, float], topic: str) -> set[int]:
-    """Partitions of `topic` this process has held since it started (its consumer-lag gauge
-    gets a series per partition on a scrape while assigned; series are never removed)."""
+    """Partitions of `topic` this process holds at the scrape (meterguard_partition_assigned:
+    one series per partition held; a revoked partition's series is removed)."""
     found = set()
     for name in samples:
-        if name.startswith("meterguard_consumer_lag{"):
+        if name.startswith("meterguard_partition_assigned{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', name))
             if labels.get("topic") == topic:
                 found.add(int(labels["partition"]))
