@@ -36,7 +36,7 @@ from tests.support.faults import (
     FaultFigures,
     counted,
     reconciled,
-    reference_alert_ids,
+    reference_outputs,
     report,
     unique_events,
 )
@@ -184,10 +184,15 @@ async def judge(
         recovery_s=recovery_s,
     )
     report(figures)
-    reference = await reference_alert_ids(sent, settings, work)
+    reference, reference_commands = await reference_outputs(sent, settings, work)
     assert len(reference) == len(set(reference)) >= 9  # the uncrashed run repeats none
     assert set(ids) == set(reference)  # none lost, none that should not exist
     assert {a["detector"] for a in alerts} == {"spike", "retry_loop"}
+    # Throttle commands: none dropped, none extra (their ids derive from the alert's).
+    throttle = settings.topic_throttle
+    commands = (await read_topics(settings, [throttle]))[throttle]
+    assert {c["command_id"] for c in commands} == set(reference_commands)
+    assert reference_commands
     assert figures.lost == 0 and figures.double_counted == 0
     # Every identity's minute windows, late totals and counters, and the pipeline counters.
     assert result.mismatches == []

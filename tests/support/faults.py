@@ -181,9 +181,19 @@ async def reconciled(docs: Sequence[dict], settings: Settings) -> Report:
 async def reference_alert_ids(docs: Sequence[dict], settings: Settings, work: Path) -> list[str]:
     """The alert ids of one uncrashed `meterguard replay` of `docs`, in order: the same
     settings (lateness, policy), in a namespace of its own (dropped afterwards)."""
+    return (await reference_outputs(docs, settings, work))[0]
+
+
+async def reference_outputs(
+    docs: Sequence[dict], settings: Settings, work: Path
+) -> tuple[list[str], list[str]]:
+    """The alert ids and throttle command ids of one uncrashed replay of `docs`, in order."""
     events = work / "events.jsonl"
     events.write_bytes(as_jsonl(list(docs)))
     outputs = ReplayOutputs(work / "alerts.jsonl", work / "throttles.jsonl")
     reference = settings.model_copy(update={"key_prefix": f"{settings.key_prefix}-reference"})
     await replay_file(events, outputs, reference, settings.redis_url or "", show_progress=False)
-    return [orjson.loads(line)["alert_id"] for line in outputs.alerts.read_bytes().splitlines()]
+    return (
+        [orjson.loads(line)["alert_id"] for line in outputs.alerts.read_bytes().splitlines()],
+        [orjson.loads(line)["command_id"] for line in outputs.throttles.read_bytes().splitlines()],
+    )
