@@ -183,6 +183,25 @@ def _default_environments() -> dict[str, EnvironmentPolicy]:
     }
 
 
+class IdentityFlood(BaseModel):
+    """`identity_flood:` an alert when far more identities appear for the first time in one
+    event-time minute than usual (detectors/identity_flood.py): a leaked key minting
+    identities, or garbage in the identity field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    # The floor of the bar. A deployment that brings up a few dozen agents or CI runners at
+    # once is routine; a hundred never-seen identities in one minute costs ~10 KiB of Redis
+    # each (README, Sizing) and is worth a look. A namespace that onboards more per minute
+    # sets a higher floor here, and its own history lifts the bar anyway (`ratio`).
+    min_new_per_minute: int = Field(default=100, ge=1)
+    # How far above the usual minute's births (their 90th percentile over the history) a
+    # minute must be: an order of magnitude, so a busy onboarding day does not fire.
+    ratio: float = Field(default=10.0, ge=1)
+    history_minutes: int = Field(default=60, ge=1, le=1440)
+
+
 class PolicyConfig(BaseModel):
     """`meterguard.yaml` (MG_POLICY_FILE). Every field has a default; unknown keys are errors."""
 
@@ -206,6 +225,7 @@ class PolicyConfig(BaseModel):
     # Budgets of teams, business units and environments (policy/group_budgets.py).
     group_budgets: GroupBudgets = GroupBudgets()
     routing: RoutingConfig = RoutingConfig()  # alert destinations' filters (sinks/routing.py)
+    identity_flood: IdentityFlood = IdentityFlood()  # many new identities at once
 
     @field_validator("environments", mode="before")
     @classmethod

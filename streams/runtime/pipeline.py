@@ -36,6 +36,7 @@ from meterguard.streams.runtime.event_facts import (
     span_of,
 )
 from meterguard.streams.runtime.group_budget_check import GroupBudgetCheck
+from meterguard.streams.runtime.identity_births import flood_alerts
 from meterguard.streams.runtime.identity_state import IdentityState
 from meterguard.streams.runtime.peer_rates import peer_group, peer_rates, report_due
 from meterguard.streams.store import Store
@@ -107,6 +108,8 @@ class Pipeline:
             self.store.windows.ingest(mine, self._rollup_groups(mine)),
             self.store.traces.link([span_of(events[i]) for i in traced]) if traced else _nothing(),
         )
+        # Before the roll-ups: they add the batch's identities to the set births are told by.
+        floods = await flood_alerts(self.store, self.policy, mine, results)
         # Team, business unit and environment roll-ups: what ingest.lua left for them
         # (this batch's, and any a crash left behind), exactly once.
         pending = [p for result in results.values() for p in result.pending_rollups]
@@ -143,6 +146,7 @@ class Pipeline:
                     per_event[i] = item
         outcome.scores = [s for s in per_event if s is not None]
         await self._check_group_budgets(events, outcome)
+        outcome.alerts.extend(floods)
         return outcome
 
     async def _check_group_budgets(self, events: list[MeteringEvent], out: BatchOutcome) -> None:

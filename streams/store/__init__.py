@@ -12,6 +12,9 @@
     stats.py             pipeline counters, the identities and what the namespace holds
     peers.py             peer groups' levels: a new identity's yardstick (written in commits)
     rollups.py           team, business unit and environment roll-ups, exactly once (rollup.lua)
+    births.py            identities seen for the first time, per minute (the flood detector)
+    connection.py        every client: one Redis or a Redis Cluster, TLS, ACL (redis_client)
+    retry.py             riding out a Redis outage or a cluster failover (retrying)
 
 Callers hold one `Store`, made by `build_store(client, config)`: `store.throttles.apply(...)`.
 This package is the lowest layer of streams: it imports nothing from other streams packages.
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from meterguard.streams.store.births import Births
 from meterguard.streams.store.history import History
 from meterguard.streams.store.keys import KeyLayout, StoreConfig
 from meterguard.streams.store.operator_actions import OperatorActions
@@ -51,6 +55,7 @@ class Store:
     stats: Stats
     peers: Peers
     rollups: Rollups
+    births: Births
 
 
 def build_store(client: aioredis.Redis, config: StoreConfig) -> Store:
@@ -70,4 +75,5 @@ def build_store(client: aioredis.Redis, config: StoreConfig) -> Store:
         stats=stats,
         peers=peers,
         rollups=Rollups(client, config, keys),
+        births=Births(client, keys),
     )

@@ -22,6 +22,7 @@ UNEXPIRING = {
     "stats": "one hash of pipeline counters",
     "{top}:hours": "trimmed to the hours a ranking can read (history.py)",
     "alerts:recent": "a list trimmed to the newest alerts (history.py)",
+    "births-since": "one number: the namespace's first minute with a birth (births.py)",
 }
 
 
