@@ -111,7 +111,7 @@ class RetryPolicy:
 
     base_s: float = 0.5
     max_s: float = 60.0
-    max_attempts: int = 8
+    max_attempts: int = 128  # ~1 h of retries (streams/settings.py: sink_max_attempts)
     rng: Callable[[], float] = random.random
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:

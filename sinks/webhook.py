@@ -69,7 +69,8 @@ class WebhookSink:
 
     async def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]:
         # Concurrently: a destination that times out costs one timeout per batch, not one
-        # per alert. Order is not a webhook guarantee anyway (retries reorder).
+        # per alert. Order per identity holds: the outbox hands a webhook destination at most
+        # one alert per identity at a time (the identity's oldest pending one).
         return list(await asyncio.gather(*(self._post(a) for a in alerts)))
 
     async def _post(self, alert: Alert) -> Outcome:

@@ -4,22 +4,42 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from meterguard.kafka_security import KafkaSecurity, Mechanism, Protocol
 from meterguard.streams.decoding.formats.mapping import MappingConfig
 from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.policy.registry import Registry
 from meterguard.streams.store import StoreConfig
+from meterguard.streams.store.connection import RedisOptions
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MG_", frozen=True, extra="ignore")
 
     kafka_broker: str | None = Field(default=None, description="kafka://host:port[,host:port]")
-    redis_url: str | None = None
+    # Kafka authentication and TLS for every client (meterguard/kafka_security.py).
+    kafka_security_protocol: Protocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Mechanism = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    # A password in the URL (redis://:pw@host) stays out of the settings' repr.
+    redis_url: str | None = Field(default=None, repr=False)
+    # Redis Cluster, TLS and ACL (streams/store/connection.py). A rediss:// URL is TLS; the
+    # URL's own user:password wins over MG_REDIS_USERNAME / MG_REDIS_PASSWORD.
+    redis_cluster: bool = Field(default=False, description="MG_REDIS_URL is a cluster node")
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
     web_port: int = 6066
-    api_token: str | None = None
+    # Bearer token of every state-changing route (streams/web/operator.py `check_bearer`).
+    api_token: SecretStr | None = None
     policy_file: str | None = None
     registry_file: str | None = Field(
         default=None, description="identity registry (YAML or CSV): identity -> team, owner, ..."
@@ -46,12 +66,13 @@ class Settings(BaseSettings):
     # Delivery of alerts (sinks/). Destinations: MG_WEBHOOK_URL (comma-separated, signed
     # with MG_WEBHOOK_SECRET), MG_SLACK_WEBHOOK_URL; per-destination filters in the policy
     # file's `routing:` section.
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    slack_webhook_url: str | None = None
+    webhook_url: str | None = Field(default=None, repr=False)  # may hold user:pass@
+    # Secrets (a Slack incoming-webhook URL is one): out of the settings' repr.
+    webhook_secret: str | None = Field(default=None, repr=False)
+    slack_webhook_url: str | None = Field(default=None, repr=False)
     # Slack Web API (a bot token + a channel): one message per episode, later alerts of the
     # episode as thread replies and the parent updated; takes precedence over the webhook.
-    slack_bot_token: str | None = None
+    slack_bot_token: str | None = Field(default=None, repr=False)
     slack_channel: str | None = None
     slack_api_url: str = Field(
         default="https://slack.com/api/", description="Slack Web API base URL (tests: local)"
@@ -60,11 +81,23 @@ class Settings(BaseSettings):
         default=None, description="public URL of the dashboard, for links in Slack messages"
     )
     sink_timeout_s: float = Field(default=5.0, gt=0)
-    sink_max_attempts: int = Field(default=8, ge=1)
+    # Attempts per alert and destination before the alerts DLQ. With full jitter under a 60 s
+    # ceiling the waits average 0.25, 0.5, ... 16 s, then 30 s: 8 attempts gave up after ~32 s
+    # (63.5 s at most), so a webhook down for minutes lost every alert to the DLQ. 128 retry
+    # for ~1 h (mean 60.5 min, sd 3 min) and cover an outage of minutes, e.g. a SIEM's
+    # maintenance restart; only an identity's oldest alert is retried (a POST a half-minute).
+    sink_max_attempts: int = Field(default=128, ge=1)
     sink_backoff_base_s: float = Field(default=0.5, gt=0)
     sink_backoff_max_s: float = Field(default=60.0, gt=0)
     slack_group_seconds: float = Field(default=5.0, ge=0)
     slack_digest_threshold: int = Field(default=5, ge=2)
+    # Alerts pending per destination (queued, in flight, or waiting behind an older alert of
+    # their identity); past it a newcomer goes to the alerts DLQ (reason "outbox_full"). A
+    # pending alert costs ~1.4 KB of Redis (MEMORY USAGE of the outbox keys holding 1,000
+    # spike alerts from `replay`: ~830 B of JSON each): 10,000 bound a dead destination to
+    # ~14 MB and hold 2.8 h of alerts at one a second, more than the ~1 h an alert is
+    # retried (sink_max_attempts).
+    outbox_max_pending: int = Field(default=10_000, ge=1)
 
     app_id: str = "meterguard"
     data_dir: str = Field(default=".meterguard/faust", description="Faust's local data folder")
@@ -129,6 +162,25 @@ class Settings(BaseSettings):
         hosts = [h.strip().removeprefix("kafka://") for h in self.kafka_broker.split(",")]
         return ",".join(hosts)
 
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """MG_KAFKA_SECURITY_PROTOCOL and friends; KafkaSecurityError if they contradict."""
+        password = self.kafka_sasl_password
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=password.get_secret_value() if password else None,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
+
+    @property
+    def api_token_value(self) -> str | None:
+        """MG_API_TOKEN in clear, for the one comparison that needs it (check_bearer)."""
+        return self.api_token.get_secret_value() if self.api_token else None
+
     @cached_property
     def policy(self) -> PolicyConfig:
         return PolicyConfig.load(self.policy_file)
@@ -140,6 +192,19 @@ class Settings(BaseSettings):
     @cached_property
     def mapping(self) -> MappingConfig:
         return MappingConfig.load(self.mapping_file)
+
+    @property
+    def redis_options(self) -> RedisOptions:
+        """How every Redis client is built (streams/store/connection.py `redis_client`)."""
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        return RedisOptions(
+            cluster=self.redis_cluster,
+            username=self.redis_username,
+            password=password,
+            tls_ca_file=self.redis_tls_ca_file,
+            tls_cert_file=self.redis_tls_cert_file,
+            tls_key_file=self.redis_tls_key_file,
+        )
 
     def store_config(self, prefix: str | None = None) -> StoreConfig:
         return StoreConfig(

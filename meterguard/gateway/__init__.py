@@ -8,10 +8,12 @@ needs the `meterguard[litellm]` extra).
 
 from meterguard.gateway.asgi import ThrottleMiddleware, identity_from_headers
 from meterguard.gateway.client import Decision, ThrottleClient
+from meterguard.gateway.fail_mode import FailMode
 from meterguard.gateway.sse import ServerSentEvent, SSEParser
 
 __all__ = [
     "Decision",
+    "FailMode",
     "SSEParser",
     "ServerSentEvent",
     "ThrottleClient",

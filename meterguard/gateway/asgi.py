@@ -1,7 +1,9 @@
 """ThrottleMiddleware: pure ASGI enforcement of meterguard's throttle commands.
 
 Refuses a throttled or blocked identity with 429, `Retry-After` and a small JSON body before
-the wrapped app (the model call) runs; everything else passes through untouched. For a
+the wrapped app (the model call) runs; everything else passes through untouched. A client
+that fails closed (gateway/fail_mode.py) refuses identified requests with 503 while its view
+of the throttles is stale; requests with no identity are never metered, so they pass. For a
 throttled identity it also reads `usage` from the app's JSON response, so tokens_per_minute
 is enforced on real usage (streamed responses carry no such body and count requests only).
 """
@@ -13,8 +15,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from meterguard.gateway.client import ThrottleClient
-from meterguard.models import ThrottleCommand
+from meterguard.gateway.client import Decision, ThrottleClient
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,30 +75,42 @@ class ThrottleMiddleware:
             await self.app(scope, receive, send)
             return
         decision = self.client.decide(identity)
+        if not decision.allowed:
+            await _refuse(send, identity, decision)
+            return
         if decision.command is None:
             await self.app(scope, receive, send)  # the common path: no command, no overhead
-            return
-        if not decision.allowed:
-            await _refuse(send, identity, decision.command, decision.retry_after_s)
             return
         await self.app(scope, receive, _UsageTap(send, self.client, identity))
 
 
-async def _refuse(send: Send, identity: str, command: ThrottleCommand, retry_after_s: int) -> None:
-    body = json.dumps(
-        {
-            "error": "throttled",
+def refusal_body(identity: str, decision: Decision) -> dict[str, Any]:
+    """The JSON body of a refusal (the LiteLLM hook's `detail` too): 429 names the command,
+    503 says the gateway fails closed while its throttle view is stale."""
+    command = decision.command
+    if command is None:
+        return {
+            "error": "throttle_view_unavailable",
             "identity": identity,
-            "reason": command.reason,
-            "command_id": command.command_id,
+            "reason": "meterguard's throttle feed is down; this gateway fails closed",
+            "command_id": None,
         }
-    ).encode()
+    return {
+        "error": "throttled",
+        "identity": identity,
+        "reason": command.reason,
+        "command_id": command.command_id,
+    }
+
+
+async def _refuse(send: Send, identity: str, decision: Decision) -> None:
+    body = json.dumps(refusal_body(identity, decision)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after_s).encode()),
+        (b"retry-after", str(decision.retry_after_s).encode()),
     ]
-    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.start", "status": decision.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -130,5 +143,5 @@ def _usage_tokens(body: bytes) -> int:
         if total is None:
             total = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
         return int(total)
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, OverflowError):  # OverflowError: 1e400
         return 0

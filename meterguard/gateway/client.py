@@ -2,8 +2,10 @@
 
 The copy is fed by the worker's Server-Sent Events feed (`GET /api/throttles/stream`), so the
 request path (`decide`) is synchronous and never waits on the network. When meterguard is
-unreachable the client keeps what it has: commands expire by themselves, and identities it
-never heard of pass (fail open: an outage of the watchdog must not stop every agent).
+unreachable the client keeps what it has: commands expire by themselves. Once the feed has
+been down for longer than `stale_after_s` the view is stale and the fail mode decides
+(gateway/fail_mode.py): open (the default) goes on deciding from what it holds, identities it
+never heard of pass; closed refuses every request with 503 until the feed is back.
 
 Depends on httpx and `meterguard.models` only: gateways embed it without Faust or Redis.
 """
@@ -23,6 +25,9 @@ from types import TracebackType
 
 import httpx
 
+from meterguard.gateway.fail_mode import FailMode
+from meterguard.gateway.fail_mode import fail_mode as _fail_mode
+from meterguard.gateway.fail_mode import stale_after_s as _stale_after_s
 from meterguard.gateway.sse import SSEParser
 from meterguard.models import ThrottleCommand, utc_now
 
@@ -37,7 +42,7 @@ MAX_BLOCK_RETRY_AFTER_S = 300
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    status: int  # 200 or 429
+    status: int  # 200, 429, or 503 (fail closed: the throttle view is stale)
     retry_after_s: int  # whole seconds, as the Retry-After header wants; 0 when allowed
     command: ThrottleCommand | None  # the active command that applied, if any
 
@@ -65,6 +70,8 @@ class ThrottleClient:
         backoff_cap_s: float = 30.0,
         # Three missed keep-alives (sent every ~15 s): the connection is dead, not idle.
         read_timeout_s: float = 45.0,
+        fail_mode: FailMode | str | None = None,  # None: MG_GATEWAY_FAIL_MODE, else open
+        stale_after_s: float | None = None,  # None: MG_GATEWAY_STALE_AFTER_S, else 60
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
@@ -73,6 +80,10 @@ class ThrottleClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.read_timeout_s = read_timeout_s
+        self.fail_mode = _fail_mode(fail_mode)
+        self.stale_after_s = _stale_after_s(stale_after_s)
+        self._live = False  # a synced connection to the feed is open
+        self._down_since = clock()  # the feed is down since then (while not live)
         self._active: dict[str, ThrottleCommand] = {}
         # Version floors left by releases, kept until the release expires: a lagging worker's
         # snapshot must not resurrect a throttle that was already released.
@@ -115,6 +126,18 @@ class ThrottleClient:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def is_stale(self, now: datetime | None = None) -> bool:
+        """No synced connection to the feed for over `stale_after_s` (never synced counts
+        from the client's creation)."""
+        if self._live:
+            return False
+        down_s = ((now or self._clock()) - self._down_since).total_seconds()
+        return down_s > self.stale_after_s
+
+    def unavailable(self) -> Decision:
+        """The fail-closed answer: 503, come back once the feed was retried (backoff cap)."""
+        return Decision(False, 503, _ceil_seconds(self.backoff_cap_s), None)
 
     # The keyword is public API (callers and tests pass timeout=); it is applied here with
     # asyncio.timeout, exactly as a caller's own `async with asyncio.timeout()` would.
@@ -196,6 +219,8 @@ class ThrottleClient:
         actual usage afterwards with `record_tokens`.
         """
         now = now or self._clock()
+        if self.fail_mode is FailMode.CLOSED and self.is_stale(now):
+            return self.unavailable()
         command = self.get(identity, now)
         if command is None:
             return ALLOW
@@ -240,6 +265,9 @@ class ThrottleClient:
                 log.info("throttle stream from %s ended; reconnecting", self.base_url)
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("throttle stream from %s failed: %r", self.base_url, exc)
+            finally:
+                if self._live:  # the feed is down from now on
+                    self._live, self._down_since = False, self._clock()
             failures = 0 if synced else failures + 1
             await asyncio.sleep(self._backoff(failures))
 
@@ -273,6 +301,7 @@ class ThrottleClient:
                         self._check_count(event.data, len(snapshot))
                         self.replace(snapshot)
                         snapshot = None
+                        self._live = True
                         self.connections += 1
                         self._ready.set()
         return snapshot is None

@@ -13,7 +13,8 @@ deploy/litellm/). Both halves are optional:
   no model was called (the ASGI middleware's refusals never reach LiteLLM either);
 - with a `ThrottleClient`: `async_pre_call_hook` answers 429 (`MeterguardRefusal`, a fastapi
   `HTTPException` with `Retry-After` and the middleware's JSON body) for a refused identity,
-  and successes charge their real tokens, so tokens_per_minute limits bite.
+  or 503 while a fail-closed client's throttle view is stale (gateway/fail_mode.py), and
+  successes charge their real tokens, so tokens_per_minute limits bite.
 
 Identity of an API key, one scheme everywhere (deploy/README.md): the key's alias where set,
 else the SHA-256 hex of the key (LiteLLM's `hash_token`). The hook reads it from the proxy's
@@ -22,7 +23,8 @@ metadata: one key, one identity.
 
 Nothing here blocks or breaks LiteLLM's call path: the producer and the throttle feed start
 lazily on the proxy's event loop, publishing never raises (failures are logged and counted),
-and a hook that cannot decide lets the request through. Only this module imports litellm
+and a hook that cannot decide (a bug) follows the client's fail mode: open lets the request
+through, closed refuses it with 503. Only this module imports litellm
 and fastapi (the `meterguard[litellm]` extra); `meterguard.gateway` does not import it.
 """
 
@@ -45,7 +47,9 @@ from litellm.litellm_core_utils.safe_json_dumps import safe_dumps
 # litellm/types/proxy/auth/user_api_key_auth.py: UserAPIKeyAuth, the proxy's authenticated key.
 from litellm.types.proxy.auth.user_api_key_auth import UserAPIKeyAuth
 
+from meterguard.gateway.asgi import refusal_body
 from meterguard.gateway.client import Decision, ThrottleClient
+from meterguard.gateway.fail_mode import FailMode
 from meterguard.gateway.publisher import KafkaPublisher
 
 log = logging.getLogger(__name__)
@@ -139,22 +143,17 @@ def _tokens(payload: Mapping[str, Any]) -> int:
 
 
 class MeterguardRefusal(HTTPException):
-    """429 for a throttled or blocked identity: the ASGI middleware's body and header.
+    """429 for a throttled or blocked identity, 503 while a fail-closed client cannot
+    decide: the ASGI middleware's status, body and header.
 
     LiteLLM's proxy turns an `HTTPException` from a pre-call hook into its error response
     with this status, `detail["error"]` as the message and these headers
     (litellm/proxy/common_request_processing.py `proxy_exception_from_http_exception`)."""
 
     def __init__(self, identity: str, decision: Decision) -> None:
-        command = decision.command
         super().__init__(
-            status_code=429,
-            detail={
-                "error": "throttled",
-                "identity": identity,
-                "reason": command.reason if command is not None else "",
-                "command_id": command.command_id if command is not None else None,
-            },
+            status_code=decision.status,
+            detail=refusal_body(identity, decision),
             headers={"Retry-After": str(decision.retry_after_s)},
         )
         self.identity = identity
@@ -210,15 +209,19 @@ class MeterguardCallback(CustomLogger):
         data: dict[Any, Any],
         call_type: str,
     ) -> None:
-        """Refuse a throttled or blocked identity with 429; anything else passes unchanged
-        (`None`: the proxy keeps `data` as it is)."""
+        """Refuse a throttled or blocked identity with 429 (503: fail closed, no view);
+        anything else passes unchanged (`None`: the proxy keeps `data` as it is)."""
         if self.throttle is None:
             return None
+        identity: str | None = None
         try:
             await self._follow_throttles()
             identity = identity_of_auth(user_api_key_dict)
             decision = self.throttle.decide(identity) if identity is not None else None
-        except Exception:  # fail open: a bug here must not stop every agent
+        except Exception:  # a bug here: the fail mode decides, as for a stale view
+            if self.throttle.fail_mode is FailMode.CLOSED:
+                log.exception("meterguard pre-call hook failed; refusing (fail closed)")
+                raise MeterguardRefusal(identity or "", self.throttle.unavailable()) from None
             log.exception("meterguard pre-call hook failed; letting the request through")
             return None
         if identity is not None and decision is not None and not decision.allowed:

@@ -12,7 +12,8 @@ Built to sit in someone else's request path (a LiteLLM callback, a gateway's mid
   not for the broker's acknowledgement: delivery is counted when it lands; `flush` and
   `aclose` wait for what is in flight.
 
-Depends on aiokafka only (no Faust, Redis or meterguard.streams).
+Depends on aiokafka only (no Faust, Redis or meterguard.streams); `from_env` also
+reads the Kafka security settings (SASL/TLS) the worker reads.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
+from meterguard.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,19 @@ class KafkaPublisher:
     @classmethod
     def from_url(cls, broker_url: str, topic: str = DEFAULT_TOPIC, **kwargs: Any) -> KafkaPublisher:
         return cls(bootstrap_servers(broker_url), topic, **kwargs)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> KafkaPublisher:
+        """As the worker reads its environment: `MG_KAFKA_BROKER`, `MG_TOPIC_RAW` and the
+        Kafka security settings (`MG_KAFKA_SECURITY_PROTOCOL`, `MG_KAFKA_SASL_*`,
+        `MG_KAFKA_SSL_*`: meterguard/kafka_security.py)."""
+        env = os.environ if environ is None else environ
+        broker = env.get("MG_KAFKA_BROKER")
+        if not broker:
+            raise ValueError("MG_KAFKA_BROKER is not set (e.g. kafka://127.0.0.1:9092)")
+        security = KafkaSecurity.from_env(env).aiokafka_options()
+        topic = env.get("MG_TOPIC_RAW") or DEFAULT_TOPIC
+        return cls(bootstrap_servers(broker), topic, **(security | kwargs))
 
     # -- lifecycle -------------------------------------------------------------------------
 

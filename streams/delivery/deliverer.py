@@ -6,8 +6,13 @@ Two halves, decoupled by the outbox so a slow destination can never stall consum
 - one delivery loop per destination (claim due items, deliver, ack / reschedule /
   dead-letter), all running concurrently so a dead destination only delays itself.
 
+Webhook destinations are ordered: an identity's alerts reach each one in the order they were
+published (the outbox claims only the oldest pending alert of an identity); Slack is not (it
+groups a burst of an episode into one message showing the latest state).
+
 Alerts a destination never accepted go to `topic_alerts_dlq` (flushed before they leave the
-outbox, so a crash in between repeats a dead letter rather than losing it).
+outbox, so a crash in between repeats a dead letter rather than losing it), and so do alerts
+a full outbox refused (reason "outbox_full": `Settings.outbox_max_pending` per destination).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from meterguard.sinks.slack import SlackSink
 from meterguard.sinks.slack_api import SlackApiSink
 from meterguard.sinks.webhook import WebhookSink
 from meterguard.streams import metrics
-from meterguard.streams.delivery.outbox import Claimed, Outbox, SlackThreads
+from meterguard.streams.delivery.outbox import Claimed, Item, Outbox, SlackThreads
 from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.settings import Settings
 from meterguard.streams.store.retry import retrying
@@ -42,6 +47,7 @@ log = logging.getLogger("meterguard.delivery")
 DONE_HORIZON_S = 48 * 3600  # = the dedupe horizon of delivered alerts
 IDLE_POLL_S = 1.0  # picks up items enqueued by other workers, and retries coming due
 WEBHOOK_BATCH, SLACK_BATCH = 20, 200  # Slack batches are digested into one message
+OUTBOX_FULL = "outbox_full"  # the dead-letter reason of an alert a full outbox refused
 
 
 @dataclass
@@ -50,6 +56,7 @@ class Route:
     sink: Sink
     hold_s: float  # enqueued items wait this long first (Slack: lets a burst group)
     batch: int
+    ordered: bool = True  # an identity's alerts one at a time, oldest first
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -75,10 +82,33 @@ class Deliverer:
         self.retry = retry
         self._send_dead = send_dead
 
-    def plan(self, alert: Alert) -> list[tuple[Alert, str, float]]:
+    def plan(self, alert: Alert) -> list[Item]:
         return [
-            (alert, r.key, r.hold_s) for r in self.routes if r.destination.filter.matches(alert)
+            Item(alert, r.key, r.hold_s, r.ordered)
+            for r in self.routes
+            if r.destination.filter.matches(alert)
         ]
+
+    async def accept(self, items: Sequence[Item]) -> int:
+        """Into the outbox; what a full outbox refuses goes to the alerts DLQ at once (then
+        remembered as done, so a redelivery does not queue it again). Returns how many
+        were new."""
+        enqueued = await self.outbox.enqueue(items)
+        by_key = {route.key: route for route in self.routes}
+        refused: dict[str, list[Claimed]] = {}
+        for alert, dest, _, _ in enqueued.refused:
+            refused.setdefault(dest, []).append(Claimed(alert, 0, 0, ""))
+        for dest, claimed in refused.items():
+            route = by_key[dest]
+            log.warning(
+                "outbox of %s full (%d pending): %d alert(s) to the alerts DLQ",
+                route.destination.public_name,
+                self.outbox.max_pending,
+                len(claimed),
+            )
+            metrics.SINK_OUTBOX_FULL.labels(route.sink.kind, dest).inc(len(claimed))
+            await self._dead_letter(route, [(c, GiveUp(OUTBOX_FULL, None)) for c in claimed])
+        return enqueued.new
 
     def wake(self, keys: set[str]) -> None:
         for route in self.routes:
@@ -138,7 +168,7 @@ class Deliverer:
                 alert=c.alert,
                 destination=route.destination.public_name,
                 reason=step.reason,
-                attempts=min(c.attempts, self.retry.max_attempts),
+                attempts=min(c.attempts, self.retry.max_attempts),  # 0: refused when full
                 last_status=step.status,
                 dead_lettered_at=now,
             )
@@ -199,7 +229,9 @@ def build_routes(
                 settings.dashboard_url,
                 settings.slack_digest_threshold,
             )
-            routes.append(Route(dest, sink, settings.slack_group_seconds, SLACK_BATCH))
+            routes.append(
+                Route(dest, sink, settings.slack_group_seconds, SLACK_BATCH, ordered=False)
+            )
         elif dest.kind == "slack":
             sink = SlackSink(
                 dest.url,
@@ -208,7 +240,9 @@ def build_routes(
                 settings.dashboard_url,
                 settings.slack_digest_threshold,
             )
-            routes.append(Route(dest, sink, settings.slack_group_seconds, SLACK_BATCH))
+            routes.append(
+                Route(dest, sink, settings.slack_group_seconds, SLACK_BATCH, ordered=False)
+            )
         else:
             sink = WebhookSink(dest.url, dest.secret, client, settings.sink_timeout_s)
             routes.append(Route(dest, sink, 0.0, WEBHOOK_BATCH))
@@ -254,7 +288,13 @@ def install_delivery(
     # Slack batch is at most `slack_digest_threshold` messages one after another (Web API:
     # as many new threads and as many replies, each with a parent edit) plus a digest.
     lease_s = max(30.0, (3 * settings.slack_digest_threshold + 2) * settings.sink_timeout_s)
-    outbox = Outbox(redis_client, settings.key_prefix, lease_s, DONE_HORIZON_S)
+    outbox = Outbox(
+        redis_client,
+        settings.key_prefix,
+        lease_s,
+        DONE_HORIZON_S,
+        max_pending=settings.outbox_max_pending,
+    )
     retry = RetryPolicy(
         settings.sink_backoff_base_s, settings.sink_backoff_max_s, settings.sink_max_attempts
     )
@@ -290,8 +330,8 @@ def install_delivery(
                 for alert in filter(None, (decode_alert(e.value) for e in fresh))
                 for item in deliverer.plan(alert)
             ]
-            await retrying(lambda i=items: outbox.enqueue(i), log=log, what="enqueue retry")  # type: ignore[misc]
-            deliverer.wake({dest for _, dest, _ in items})
+            await retrying(lambda i=items: deliverer.accept(i), log=log, what="enqueue retry")  # type: ignore[misc]
+            deliverer.wake({item.dest for item in items})
 
     # faust declares App.task @no_type_check (it is a decorator with and without arguments).
     @app.task  # type: ignore[untyped-decorator]

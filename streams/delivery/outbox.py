@@ -4,15 +4,30 @@ Per destination `d` (a secret-free key such as `webhook-3f2a…`; the `{d}` hash
 destination's keys in one Redis Cluster slot, so each script touches them atomically):
 
     {prefix}:outbox:{d}:due    zset  alert_id -> ms when claimable (due time, or lease expiry)
-    {prefix}:outbox:{d}:alert  hash  alert_id -> Alert JSON
+    {prefix}:outbox:{d}:alert  hash  alert_id -> Alert JSON (every pending alert: the depth)
     {prefix}:outbox:{d}:att    hash  alert_id -> attempts so far (counted at claim)
     {prefix}:outbox:{d}:enq    hash  alert_id -> enqueue ms (delivery latency)
     {prefix}:outbox:{d}:lease  hash  alert_id -> token of the claim in flight
     {prefix}:outbox:{d}:done   zset  alert_id -> ms delivered or dead-lettered (kept 48 h)
+    {prefix}:outbox:{d}:next   hash  alert_id -> the same identity's next pending alert
+    {prefix}:outbox:{d}:tail   hash  identity -> its newest pending alert
+    {prefix}:outbox:{d}:idn    hash  alert_id -> identity (ordered alerts)
 
 Slack Web API threads (one top-level message per episode, shared by every worker):
 
     {prefix}:slack-thread:{d}:{episode}  string  ts of the episode's message (7 days)
+
+Order per identity: an ordered item (webhooks) is claimable only once every older pending
+alert of its identity for that destination is finished (head of line per identity: see
+outbox_scripts.py), so a retry cannot let a newer alert overtake an older one, while
+different identities never wait for each other. A dead-lettered head is finished like a
+delivered one: the identity's later alerts continue, in order.
+
+Bounded: at most `max_pending` alerts per destination. A full outbox refuses the newcomer
+(`Enqueued.refused`), which the caller dead-letters with reason "outbox_full" and then
+finishes, so a Kafka redelivery does not queue it again. The newest are refused rather than
+the oldest evicted: the oldest may be in flight right now (evicting it could deliver it and
+dead-letter it both), and an identity's queued alerts keep their order untouched.
 
 A claim pushes the item's score to the lease expiry, so a worker that dies mid-delivery
 loses nothing: the item is due again when the lease runs out. `done` makes enqueue a no-op
@@ -27,66 +42,33 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from meterguard.models import Alert
 from meterguard.sinks.base import Ack, GiveUp, Outcome, Reschedule, RetryPolicy
+from meterguard.streams.delivery import outbox_scripts
 
 log = logging.getLogger("meterguard.outbox")
-PARTS = ("due", "alert", "att", "enq", "lease", "done")
+PARTS = ("due", "alert", "att", "enq", "lease", "done", "next", "tail", "idn")
+DONE, PENDING = 5, 1  # indices in PARTS
 
-_ENQUEUE = """
-if redis.call('ZSCORE', KEYS[6], ARGV[1]) then return 0 end
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[3], ARGV[1], 0)
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-return 1
-"""
 
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local alert = redis.call('HGET', KEYS[2], id)
-  if alert then
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    redis.call('HSET', KEYS[5], id, ARGV[4])
-    local n = redis.call('HINCRBY', KEYS[3], id, 1)
-    out[#out + 1] = {id, alert, n, redis.call('HGET', KEYS[4], id) or '0'}
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
+class Item(NamedTuple):
+    """One alert for one destination. `ordered`: after the identity's older alerts there."""
 
-# Unconditional: a delivered alert is delivered even if our lease ran out meanwhile.
-_FINISH = """
-for i = 3, #ARGV do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  for k = 2, 5 do redis.call('HDEL', KEYS[k], ARGV[i]) end
-  redis.call('ZADD', KEYS[6], ARGV[1], ARGV[i])
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', ARGV[2])
-return #ARGV - 2
-"""
+    alert: Alert
+    dest: str
+    hold_s: float = 0.0
+    ordered: bool = True
 
-# Only the holder of the current lease may reschedule: after a lease ran out and another
-# worker claimed the item, the stale worker's retry must not move it.
-_RESCHEDULE = """
-local n = 0
-for i = 2, #ARGV, 2 do
-  if redis.call('HGET', KEYS[5], ARGV[i]) == ARGV[1] then
-    redis.call('ZADD', KEYS[1], 'XX', ARGV[i + 1], ARGV[i])
-    redis.call('HDEL', KEYS[5], ARGV[i])
-    n = n + 1
-  end
-end
-return n
-"""
+
+@dataclass(frozen=True)
+class Enqueued:
+    new: int
+    refused: list[Item]  # the outbox was full: for the alerts DLQ (reason "outbox_full")
 
 
 @dataclass(frozen=True)
@@ -112,16 +94,18 @@ class Outbox:
         lease_s: float = 60.0,
         done_horizon_s: float = 48 * 3600,
         clock: Callable[[], float] = time.time,
+        max_pending: int = 0,  # per destination; 0: unbounded
     ) -> None:
         self.redis = client
         self.prefix = prefix
         self.lease_ms = int(lease_s * 1000)
         self.done_horizon_ms = int(done_horizon_s * 1000)
+        self.max_pending = max_pending
         self._clock = clock
-        self._enqueue = client.register_script(_ENQUEUE)
-        self._claim = client.register_script(_CLAIM)
-        self._finish = client.register_script(_FINISH)
-        self._reschedule = client.register_script(_RESCHEDULE)
+        self._enqueue = client.register_script(outbox_scripts.ENQUEUE)
+        self._claim = client.register_script(outbox_scripts.CLAIM)
+        self._finish = client.register_script(outbox_scripts.FINISH)
+        self._reschedule = client.register_script(outbox_scripts.RESCHEDULE)
 
     def keys(self, dest: str) -> list[str]:
         return [f"{self.prefix}:outbox:{{{dest}}}:{part}" for part in PARTS]
@@ -129,22 +113,27 @@ class Outbox:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    async def enqueue(self, items: Sequence[tuple[Alert, str, float]]) -> int:
-        """(alert, destination, hold seconds) items, one round trip; returns how many were new."""
-        if not items:
-            return 0
+    async def enqueue(self, items: Sequence[Item | tuple[Alert, str, float]]) -> Enqueued:
+        """Items (alert, destination, hold seconds[, ordered]) in one round trip, in order."""
+        queued = [Item(*item) for item in items]
+        if not queued:
+            return Enqueued(0, [])
         now = self._now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for alert, dest, hold_s in items:
+            for alert, dest, hold_s, ordered in queued:
                 args: list[str | int] = [
                     alert.alert_id,
                     alert.model_dump_json(),
                     now,
                     now + int(hold_s * 1000),
+                    alert.identity,
+                    int(ordered),
+                    self.max_pending,
                 ]
                 await self._enqueue(keys=self.keys(dest), args=args, client=pipe)
-            replies = await pipe.execute()
-        return sum(int(r) for r in replies)
+            replies = [int(r) for r in await pipe.execute()]
+        refused = [item for item, r in zip(queued, replies, strict=True) if r < 0]
+        return Enqueued(sum(r for r in replies if r > 0), refused)
 
     async def claim(self, dest: str, limit: int) -> list[Claimed]:
         """Due items, leased to the caller until the lease runs out."""
@@ -205,7 +194,8 @@ class Outbox:
         return Settled(delivered, dead, moved)
 
     async def depth(self, dest: str) -> int:
-        return int(await self.redis.zcard(self.keys(dest)[0]))
+        """Pending alerts: due, in flight, or waiting behind their identity's older ones."""
+        return int(await self.redis.hlen(self.keys(dest)[PENDING]))
 
     async def next_due_in(self, dest: str) -> float | None:
         """Seconds until the earliest item is claimable (0 if one is due); None if empty."""
@@ -215,7 +205,7 @@ class Outbox:
         return max(0.0, (float(first[0][1]) - self._now_ms()) / 1000)
 
     async def is_done(self, dest: str, alert_id: str) -> bool:
-        return await self.redis.zscore(self.keys(dest)[5], alert_id) is not None
+        return await self.redis.zscore(self.keys(dest)[DONE], alert_id) is not None
 
 
 class SlackThreads:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import redis.asyncio as aioredis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
@@ -39,6 +38,7 @@ from meterguard.streams.offline.reconcile import (
 from meterguard.streams.offline.topic_source import TopicSelection, TopicSource
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
+from meterguard.streams.store.connection import redis_client
 
 MAX_ROWS_SHOWN = 40  # mismatches printed; --json-out has them all
 
@@ -119,7 +119,8 @@ async def recompute_topic(
     warn: Callable[[str], None],
 ) -> Recomputed:
     feed = _Input(settings)
-    async with TopicSource(bootstrap, selection, warn) as topic:
+    security = settings.kafka_security.aiokafka_options()
+    async with TopicSource(bootstrap, selection, warn, security) as topic:
         with _progress(selection.topic, topic.expected, show_progress, in_bytes=False) as advance:
             batches: AsyncIterator[list[RawMessage]] = topic_batches(topic, 5000)
             async for batch in batches:
@@ -136,7 +137,7 @@ async def read_and_compare(
     period: Period,
     metrics_url: str | None = None,
 ) -> Report:
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url, settings.redis_options)
     try:
         store = build_store(client, settings.store_config())
         names = sorted(set(recomputed.ledgers) | set(await store.stats.identities()))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ from meterguard.streams.policy.config import PolicyConfig
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
+from meterguard.streams.store.connection import redis_client
 
 
 @dataclass
@@ -98,9 +99,11 @@ async def replay_topic(
     policy: PolicyConfig | None = None,
 ) -> ReplaySummary:
     run = ReplayRun(outputs, settings, redis_url, keep_state, policy)
+    security = settings.kafka_security.aiokafka_options()  # MG_KAFKA_SECURITY_PROTOCOL...
     async with run:
+        label = selection.topic
         await feed_topic(
-            bootstrap, selection, batch_size, show_progress, selection.topic, run.batch, warn
+            bootstrap, selection, batch_size, show_progress, label, run.batch, warn, security
         )
         await run.finish()
     return run.summary
@@ -128,9 +131,10 @@ async def feed_topic(
     label: str,
     feed: Feed,
     warn: Callable[[str], None] = print,
+    client_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Every batch of a topic range to `feed`, in (timestamp, partition, offset) order."""
-    async with TopicSource(bootstrap, selection, warn) as topic:
+    async with TopicSource(bootstrap, selection, warn, client_options) as topic:
         progress = replay_progress(label, topic.expected, show_progress, in_bytes=False)
         async with progress as advance:
             async for batch in topic_batches(topic, batch_size):
@@ -153,7 +157,7 @@ class ReplayRun:
         collect: bool = False,
     ) -> None:
         self.namespace = f"{settings.key_prefix}:replay:{uuid.uuid4().hex[:12]}"
-        self.client = aioredis.Redis.from_url(redis_url)
+        self.client = redis_client(redis_url, settings.redis_options)
         self.pipeline = Pipeline(
             build_store(self.client, settings.store_config(prefix=self.namespace)),
             settings.policy if policy is None else policy,

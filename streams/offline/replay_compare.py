@@ -91,7 +91,10 @@ async def compare_topic(
     async with _runs(policies, settings, redis_url, outputs) as runs:
         label = f"{selection.topic} x2"
         feed = partial(_feed, runs)
-        await feed_topic(bootstrap, selection, batch_size, show_progress, label, feed, warn)
+        security = settings.kafka_security.aiokafka_options()
+        await feed_topic(
+            bootstrap, selection, batch_size, show_progress, label, feed, warn, security
+        )
         await _finish(runs)
     return _compared(runs)
 

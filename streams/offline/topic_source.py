@@ -29,10 +29,10 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -148,9 +148,14 @@ class TopicSource:
     """`async with TopicSource(...) as source: async for record in source.records(): ...`"""
 
     def __init__(
-        self, bootstrap: str, selection: TopicSelection, warn: Callable[[str], None] = print
+        self,
+        bootstrap: str,
+        selection: TopicSelection,
+        warn: Callable[[str], None] = print,
+        client_options: Mapping[str, Any] | None = None,  # KafkaSecurity.aiokafka_options()
     ) -> None:
         self.bootstrap = bootstrap
+        self._client_options = dict(client_options or {})
         self.selection = selection
         self.warn = warn
         self.expected = 0  # records up to the end-offset snapshot: a lower bound, for progress
@@ -168,6 +173,7 @@ class TopicSource:
             # A start offset past a partition's end is an empty range, not "from the start".
             auto_offset_reset="latest",
             client_id="meterguard-replay",
+            **self._client_options,
         )
         await consumer.start()
         self._consumer = consumer

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import faust
-import redis.asyncio as aioredis
 
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
 from meterguard.streams import metrics
@@ -32,11 +31,13 @@ from meterguard.streams.decoding.keyed_events import keyed_records, read_keyed
 from meterguard.streams.decoding.trace_attribution import HeldSpan, SpanLink
 from meterguard.streams.delivery.deliverer import install_delivery
 from meterguard.streams.runtime import fetch_wait
+from meterguard.streams.runtime.kafka_credentials import faust_credentials
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
 from meterguard.streams.runtime.registry_feed import refreshed
 from meterguard.streams.runtime.trace_holds import Settled, TraceHolds
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
+from meterguard.streams.store.connection import redis_client as redis_client_of
 from meterguard.streams.store.retry import retrying
 from meterguard.streams.store.trace_agents import TraceAgents
 from meterguard.streams.web.routes import register_routes
@@ -53,12 +54,17 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_broker,
+        broker_credentials=faust_credentials(settings.kafka_security),  # MG_KAFKA_SASL_*/SSL_*
         topic_partitions=settings.topic_partitions,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
+        # Faust's own /router and /table views: unauthenticated, they list the other workers'
+        # URLs and would serve table keys; meterguard keeps no Faust tables and routes nothing.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         store="memory://",  # no Faust Tables: state lives in Redis (INFRA-NOTES)
         datadir=settings.data_dir,
     )
@@ -71,7 +77,7 @@ def create_app(settings: Settings) -> faust.App:
 
     # Only the consumed topics are Faust topics; outputs go through the producer (_send).
     raw, events = raw_topic(settings.topic_raw), raw_topic(settings.topic_events)
-    redis_client = aioredis.Redis.from_url(settings.redis_url)
+    redis_client = redis_client_of(settings.redis_url, settings.redis_options)
     store = build_store(redis_client, settings.store_config())
     pipeline = Pipeline(store, settings.policy, settings.registry, keep_scores=False)
     skew = timedelta(seconds=settings.max_future_skew_s)

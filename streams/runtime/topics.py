@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,9 +64,15 @@ class TopicSpec:
 
 # `timeout` is more than a deadline a caller could impose: it also sizes the admin client's
 # request timeout and the broker-side CreateTopics timeout, and expiry becomes TopicSetupError.
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 15) -> None:  # noqa: ASYNC109
+async def ensure_topics(
+    bootstrap: str,
+    specs: list[TopicSpec],
+    timeout: float = 15,  # noqa: ASYNC109
+    client_options: Mapping[str, Any] | None = None,
+) -> None:
     """Create the missing topics, then check every topic's partition count and compaction.
 
+    `client_options`: the admin client's security (KafkaSecurity.aiokafka_options()).
     Idempotent: topics that already exist with the right shape are left alone (a concurrent
     creator is fine too). Raises TopicSetupError when a topic cannot be created, has another
     partition count, should be compacted but is not, or the whole thing exceeds `timeout`.
@@ -78,6 +84,7 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
         bootstrap_servers=_servers(bootstrap),
         client_id="meterguard-admin",
         request_timeout_ms=max(1000, int(timeout * 1000)),
+        **(client_options or {}),
     )
     try:
         async with asyncio.timeout(timeout):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,10 +64,14 @@ async def produce_paced(
     clock: PacedClock | None,
     on_progress: Callable[[int], None],
     stop: asyncio.Event | None = None,
+    client_options: Mapping[str, Any] | None = None,  # KafkaSecurity.aiokafka_options()
 ) -> int:
     """Send events keyed by identity; returns how many were sent."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+        **(client_options or {}),
     )
     await producer.start()
     sent = 0

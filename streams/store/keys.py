@@ -1,8 +1,11 @@
 """The Redis key layout of one namespace, the store's settings and the helpers every part shares.
 
 Every key of one identity shares the `{identity}` hash tag, so the layout works on Redis
-Cluster and one script can touch them atomically. The whole layout (the module named owns
-the key):
+Cluster and one script can touch them atomically; a key without a hash tag (stats, audit,
+recent alerts, the due list, the roll-up indexes) is only ever touched by a command of its own.
+tests/integration/test_redis_cluster.py runs the worker on a three-node cluster and checks
+every identity's keys share its slot (connection.py builds the cluster client). The whole
+layout (the module named owns the key):
 
     {prefix}:{<identity>}:meta    hash: watermark, final/scored minute, counters   windows
     {prefix}:{<identity>}:win     hash: epoch minute -> "calls,in,out,cached,cost_nano,errors"

@@ -64,7 +64,11 @@ class Throttles:
                 match=self._keys.throttle_pattern, count=SCAN_COUNT
             )
         ]
-        values = await self._redis.mget(keys) if keys else []
+        # GETs in one pipeline, not MGET: on Redis Cluster the keys live in many slots.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            values = await pipe.execute()
         commands = [ThrottleCommand.model_validate_json(v) for v in values if v]
         return sorted(commands, key=lambda c: (c.identity, c.version))
 

@@ -17,9 +17,9 @@ import os
 import sys
 
 import faust
-import redis.asyncio as aioredis
 
 from meterguard.streams.settings import Settings
+from meterguard.streams.store.connection import redis_client
 
 COUNT_EVERY_S = 0.1
 
@@ -45,7 +45,7 @@ def create_baseline_app(env: dict[str, str]) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
-    client = aioredis.Redis.from_url(env["MGB_REDIS_URL"])
+    client = redis_client(env["MGB_REDIS_URL"], settings.redis_options)
     key = env["MGB_COUNT_KEY"]
     counted = [0]
 

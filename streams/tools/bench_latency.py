@@ -33,9 +33,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
+from meterguard.streams.store.connection import RedisOptions, redis_client
 from meterguard.streams.tools.bench_procs import BenchError
 from meterguard.streams.tools.bench_traffic import Progress, iso, partition_of
 
@@ -48,6 +48,7 @@ TICK_S = 0.005  # pacing granularity of the background producer
 class LatencyRun:
     bootstrap: str
     redis_url: str
+    redis_options: RedisOptions
     channel: str  # the worker namespace's throttle-changes channel
     topic: str
     partitions: int
@@ -100,7 +101,7 @@ def probe_events(identity: str, lateness_s: int, now: datetime) -> list[dict[str
 async def measure_latency(
     run: LatencyRun, templates: list[dict[str, Any]], progress: Progress
 ) -> LatencyResult:
-    client = aioredis.Redis.from_url(run.redis_url)
+    client = redis_client(run.redis_url, run.redis_options)
     pubsub = client.pubsub()
     await pubsub.subscribe(run.channel)
     sent: dict[str, float] = {}

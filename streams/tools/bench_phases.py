@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from meterguard.streams.offline.replay import (
@@ -21,6 +20,7 @@ from meterguard.streams.offline.replay import (
 )
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import build_store
+from meterguard.streams.store.connection import redis_client
 from meterguard.streams.store.keys import KeyLayout, glob_escape
 from meterguard.streams.tools import bench_memory as memory
 from meterguard.streams.tools.bench_latency import LatencyResult, LatencyRun, measure_latency
@@ -93,7 +93,7 @@ async def faust_baseline(ctx: Context, topic: str, expected: int) -> Throughput:
     )
     log = ctx.workdir / "faust-baseline.log"
     proc = start_faust_baseline(env, log)
-    client = aioredis.Redis.from_url(ctx.redis_url)
+    client = redis_client(ctx.redis_url, ctx.settings.redis_options)
 
     async def count() -> int:
         return int(await client.get(key) or 0)
@@ -131,7 +131,7 @@ async def worker_run(
     env = worker_env(names, ctx.broker, ctx.redis_url, ctx.policy, ctx.workdir / f"{role}-faust")
     log = ctx.workdir / f"worker-{role}.log"
     proc = start_worker(env, log)
-    client = aioredis.Redis.from_url(ctx.redis_url)
+    client = redis_client(ctx.redis_url, ctx.settings.redis_options)
     stats = build_store(client, ctx.settings.store_config(prefix=names.prefix)).stats
 
     async def counted() -> int:
@@ -163,6 +163,7 @@ async def latency_run(
     run = LatencyRun(
         bootstrap=ctx.bootstrap,
         redis_url=ctx.redis_url,
+        redis_options=ctx.settings.redis_options,
         channel=KeyLayout(names.prefix).throttle_channel,
         topic=names.topic_raw,
         partitions=ctx.settings.topic_partitions,
@@ -190,7 +191,7 @@ async def replay_run(ctx: Context, traffic: Traffic) -> Throughput:
         show_progress=False, keep_state=True,
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    client = aioredis.Redis.from_url(ctx.redis_url)
+    client = redis_client(ctx.redis_url, ctx.settings.redis_options)
     try:
         await drop_namespace(client, summary.namespace)  # not timed
     finally:
@@ -205,7 +206,7 @@ async def memory_run(ctx: Context) -> memory.MemoryReport:
     ctx.progress(
         f"memory: replaying {sizes.memory_templates:,} identities x {sizes.memory_minutes} min"
     )
-    client = aioredis.Redis.from_url(ctx.redis_url)
+    client = redis_client(ctx.redis_url, ctx.settings.redis_options)
     try:
         used_before = int((await client.info("memory"))["used_memory"])
         namespace = await memory.fill_templates(
@@ -233,7 +234,7 @@ async def memory_run(ctx: Context) -> memory.MemoryReport:
 async def cleanup(ctx: Context, configured: tuple[bool, bool]) -> None:
     """On configured servers, delete what the run created (embedded ones just stop)."""
     if configured[1]:
-        client = aioredis.Redis.from_url(ctx.redis_url)
+        client = redis_client(ctx.redis_url, ctx.settings.redis_options)
         try:
             await unlink_matching(client, f"{glob_escape(ctx.run_id)}*")
         finally:

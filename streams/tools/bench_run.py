@@ -18,6 +18,7 @@ import orjson
 
 from meterguard.streams.runtime.topics import TopicSpec, ensure_topics
 from meterguard.streams.settings import Settings
+from meterguard.streams.store.connection import redacted
 from meterguard.streams.tools.bench_latency import LatencyResult
 from meterguard.streams.tools.bench_phases import (
     Context,
@@ -46,6 +47,8 @@ from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 def run_bench(
     settings: Settings, options: Options, workdir: Path, progress: Progress
 ) -> BenchResults:
+    if settings.redis_cluster:  # its memory phase COPYs keys across identities' slots
+        raise BenchError("bench measures one Redis server, not a cluster: unset MG_REDIS_CLUSTER")
     run_id = f"mgbench-{uuid.uuid4().hex[:8]}"
     probes = [f"{run_id}-probe-{n:04d}" for n in range(options.sizes.latency_probes)]
     policy = workdir / "bench-policy.yaml"  # YAML is a superset of JSON
@@ -95,7 +98,7 @@ async def _measure(ctx: Context, probes: list[str], configured: tuple[bool, bool
         raise BenchError("latency: not measured")
     servers = (
         f"broker {ctx.broker} ({'configured' if configured[0] else 'embedded'}), "
-        f"redis {ctx.redis_url} ({'configured' if configured[1] else 'embedded'})"
+        f"redis {redacted(ctx.redis_url)} ({'configured' if configured[1] else 'embedded'})"
     )
     return BenchResults(
         sizes={

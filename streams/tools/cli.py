@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from meterguard.streams.tools.bench import bench
-from meterguard.streams.tools.cli_common import err, load_settings
+from meterguard.streams.tools.cli_common import err, load_settings, require_redis
 from meterguard.streams.tools.cli_offline import reconcile, replay
 from meterguard.streams.tools.cli_report import report
 from meterguard.streams.tools.cli_traffic import evaluate, simulate
@@ -59,7 +59,9 @@ def worker(
     if not settings.kafka_broker:
         err.print("[red]MG_KAFKA_BROKER is not set[/red] (e.g. kafka://127.0.0.1:9092)")
         raise typer.Exit(2)
-    asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings)))
+    require_redis(settings)  # a wrong password, CA or MG_REDIS_CLUSTER: one line, exit 2
+    security = settings.kafka_security.aiokafka_options()  # MG_KAFKA_SECURITY_PROTOCOL...
+    asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings), client_options=security))
     app = create_app(settings)
     argv = ["meterguard", "worker", "--loglevel", loglevel]
     argv += ["--without-web"] if without_web else ["--web-port", str(web_port or settings.web_port)]

@@ -109,12 +109,11 @@ def report(
 async def _load(
     settings: Settings, redis_url: str, prefix: str, by: str, period: Period, show: bool
 ) -> Report:
-    import redis.asyncio as aioredis
-
     from meterguard.streams.store import build_store
+    from meterguard.streams.store.connection import redis_client
     from meterguard.streams.store.showback_read import load_report
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url, settings.redis_options)
     try:
         store = build_store(client, settings.store_config(prefix=prefix))
         with _progress(f"{by} roll-ups", show) as advance:

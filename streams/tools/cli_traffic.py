@@ -147,6 +147,7 @@ def simulate(
                 settings.topic_raw,
                 PacedClock(sim.run_start(cfg), speed),
                 progress,
+                client_options=settings.kafka_security.aiokafka_options(),
             )
         )
     err.print(f"\n{count:,} events written")

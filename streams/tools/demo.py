@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console, Group
 from rich.live import Live
@@ -38,6 +37,7 @@ from meterguard.streams.simulation.incident_plan import plan_incidents
 from meterguard.streams.simulation.simulate import generate
 from meterguard.streams.simulation.traffic import PacedClock, produce_paced
 from meterguard.streams.store import build_store
+from meterguard.streams.store.connection import redis_client
 from meterguard.streams.tools.demo_spend import SpendView, read_spend, spend_summary, spend_tables
 from meterguard.streams.tools.demo_text import delivery_counts, describe_destinations
 from meterguard.streams.tools.embedded import (
@@ -302,7 +302,7 @@ async def _follow_outputs(settings: Settings, screen: Screen, stop: asyncio.Even
 
 
 async def _poll_stats(settings: Settings, screen: Screen, stop: asyncio.Event) -> None:
-    client = aioredis.Redis.from_url(settings.redis_url or "")
+    client = redis_client(settings.redis_url or "", settings.redis_options)
     store = build_store(client, settings.store_config())
     last = (time.monotonic(), 0)
     try:

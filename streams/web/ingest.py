@@ -52,7 +52,9 @@ def kafka_headers(request_headers: Mapping[str, str]) -> list[tuple[str, bytes]]
     for name, value in request_headers.items():
         lower = name.lower()
         if lower in FORWARDED or lower.startswith(FORWARDED_PREFIXES):
-            out.append((lower, value.encode("latin-1")))
+            # aiohttp decodes header bytes as UTF-8 with surrogateescape: this gives the
+            # client's very bytes back (latin-1 failed on any non-latin-1 byte: a 500).
+            out.append((lower, value.encode("utf-8", "surrogateescape")))
     return out
 
 

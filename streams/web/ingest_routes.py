@@ -23,7 +23,9 @@ SEND_TIMEOUT_S = 10.0
 
 def register_ingest_routes(app: faust.App, settings: Settings) -> None:
     async def ingest(view: Any, request: Any, otlp: bool) -> Any:
-        refusal = operator.check_bearer(request.headers.get("Authorization"), settings.api_token)
+        refusal = operator.check_bearer(
+            request.headers.get("Authorization"), settings.api_token_value
+        )
         if refusal is not None:
             headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
             return view.json({"error": refusal.error}, status=refusal.status, headers=headers)

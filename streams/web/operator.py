@@ -14,7 +14,9 @@ from meterguard.models import AuditEvent, ThrottleCommand, ThrottleLimits, stabl
 
 MAX_REASON = 500
 MAX_ACTOR = 128
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters, and the lone surrogates aiohttp makes of a header's non-UTF-8 bytes
+# (JSON cannot carry them: the audit record would fail to serialise).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,10 @@ def check_bearer(authorization: str | None, token: str | None) -> Refusal | None
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         return Refusal(401, "missing bearer token (Authorization: Bearer <MG_API_TOKEN>)")
-    # compare_digest: the time taken does not depend on where the strings differ.
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    # compare_digest: the time taken does not depend on where the strings differ. The given
+    # token as the client's bytes (aiohttp decodes headers with surrogateescape; a strict
+    # encode raised on a non-UTF-8 byte).
+    if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode()):
         return Refusal(403, "invalid token")
     return None
 

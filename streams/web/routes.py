@@ -2,8 +2,13 @@
 
 Liveness, readiness, the throttle feed (list, one identity, SSE stream of changes), recent
 alerts and the audit trail straight from Redis, so any worker answers for all identities;
-/metrics is this process's Prometheus counters. The one state-changing route, the operator
-release, needs the bearer token and is audited (Redis list + audit topic + log).
+/metrics is this process's Prometheus counters. Every state-changing route (the operator
+release here, the ingest routes) needs the bearer token (operator.check_bearer, constant
+time); the release is audited (Redis list + audit topic + log). The read routes need none:
+probes and Prometheus scrape without one, every gateway follows the throttle feed, the
+dashboard is a page a browser opens; none of them returns a secret
+(tests/integration/test_secrets_never_leak.py). Put an authenticating proxy in front where
+identities and spend are confidential (README "Security").
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Sequence
 
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -90,7 +91,7 @@ async def test_filters_decide_which_destinations_get_an_alert(outbox: Outbox):
     )
     deliverer = Deliverer([everything, critical_prod], outbox, RetryPolicy(), no_dead_letters)
     staging = make_alert(environment="staging")
-    assert [key for _, key, _ in deliverer.plan(staging)] == [everything.key]
+    assert [item.dest for item in deliverer.plan(staging)] == [everything.key]
     assert len(deliverer.plan(make_alert())) == 2
 
 
@@ -110,3 +111,68 @@ async def test_dead_letters_are_sent_before_the_alert_leaves_the_outbox(outbox: 
     assert depth_while_sending == 1 and await outbox.depth(gone.key) == 0
     assert letter.alert == alert and letter.reason == "HTTP 410" and letter.last_status == 410
     assert letter.destination == "https://gone.example/hook" and letter.attempts == 1
+
+
+async def test_a_destination_back_from_an_outage_gets_each_identitys_alerts_in_order(
+    outbox: Outbox,
+):
+    """Down for its first 60 requests, then up: every alert once, each identity in order.
+    Before head-of-line delivery each alert had its own jittered retries, so a newer alert
+    of an identity could land before an older one."""
+    received: list[tuple[str, int]] = []  # (alert_id, status)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = 503 if len(received) < 60 else 200
+        received.append((orjson.loads(request.content)["data"]["alert_id"], status))
+        return httpx.Response(status)
+
+    siem = route("https://siem.example/h", handler)
+    retry = RetryPolicy(base_s=0.01, max_s=0.05, max_attempts=1000)
+    deliverer = Deliverer([siem], outbox, retry, no_dead_letters)
+    alerts = [
+        make_alert(f"svc-{i}", alert_id=f"svc-{i}-{k}", minute=k)
+        for k in range(4)
+        for i in range(5)
+    ]
+    async with running(deliverer):
+        for alert in alerts:  # one at a time, as the alerts topic hands them over
+            await deliverer.accept(deliverer.plan(alert))
+            deliverer.wake({siem.key})
+        await eventually(
+            lambda: len([a for a, status in received if status == 200]) == len(alerts),
+            "every alert delivered",
+            timeout=DEADLINE_S,
+            interval=0.05,
+        )
+    delivered = [a for a, status in received if status == 200]
+    assert sorted(delivered) == sorted(a.alert_id for a in alerts)  # each exactly once
+    for i in range(5):
+        mine = [a for a in delivered if a.startswith(f"svc-{i}-")]
+        assert mine == [f"svc-{i}-{k}" for k in range(4)]
+    assert sum(status == 503 for _, status in received) == 60
+    assert await outbox.depth(siem.key) == 0
+
+
+async def test_alerts_a_full_outbox_refuses_go_to_the_dlq_as_outbox_full(redis_url: str):
+    client = aioredis.Redis.from_url(redis_url)
+    outbox = Outbox(client, "t", lease_s=60, max_pending=2)
+    letters: list[DeadLetteredAlert] = []
+
+    async def send_dead(sent: Sequence[DeadLetteredAlert]) -> None:
+        letters.extend(sent)
+
+    down = route("https://down.example/h", lambda r: httpx.Response(503))
+    deliverer = Deliverer([down], outbox, RetryPolicy(), send_dead)
+    alerts = [make_alert(f"svc-{i}", alert_id=f"full-{i}") for i in range(5)]
+    try:
+        new = await deliverer.accept([item for a in alerts for item in deliverer.plan(a)])
+        assert new == 2 and await outbox.depth(down.key) == 2
+        assert [letter.alert.alert_id for letter in letters] == ["full-2", "full-3", "full-4"]
+        for letter in letters:
+            assert letter.reason == "outbox_full" and letter.attempts == 0
+            assert letter.last_status is None and letter.destination == "https://down.example/h"
+        # Dead-lettered, so done: a Kafka redelivery neither queues nor dead-letters it again.
+        assert await deliverer.accept(deliverer.plan(alerts[3])) == 0 and len(letters) == 3
+        assert await outbox.is_done(down.key, "full-3")
+    finally:
+        await client.aclose()

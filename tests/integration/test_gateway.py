@@ -4,10 +4,15 @@ A `meterguard worker` process on the real broker and Redis sees mixed traffic wi
 agent (recent event times, so its throttle is live now). A `ThrottleClient` follows the
 worker's `/api/throttles/stream`; the example gateway app (deploy/examples/gateway_proxy.py)
 runs in-process behind `httpx.ASGITransport`. Latencies are printed (`pytest -s`).
+
+The fail modes (meterguard/gateway/fail_mode.py) meet the real feed going down: a worker of
+their own on a private redis-server (tests/support/redis_process.py), which the test stops:
+the worker's SSE streams end and no snapshot can be read until Redis is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +27,7 @@ from deploy.examples.gateway_proxy import create_app
 from meterguard.gateway import ThrottleClient
 from meterguard.streams.tools.embedded import EmbeddedBroker, EmbeddedRedis
 from tests.support.polling import DEADLINE_S, eventually
+from tests.support.redis_process import PersistentRedis
 from tests.support.traffic import mixed
 from tests.support.worker_process import produce, start_worker
 
@@ -31,6 +37,7 @@ API_TOKEN = uuid.uuid4().hex
 RUNAWAY = "agent-runaway"
 COMPLETIONS = "/v1/chat/completions"
 NEW_EVENTS = 'meterguard_events_total{status="new"}'
+STALE_S = 3.0  # the fail modes' bound here: short, the test waits it out
 
 
 @dataclass
@@ -43,8 +50,21 @@ class Gateway:
     events: int
 
     async def call(self, identity: str) -> httpx.Response:
-        headers = {"x-meterguard-identity": identity}
-        return await self.gateway.post(COMPLETIONS, headers=headers, json={"messages": []})
+        return await _call(self.gateway, identity)
+
+
+async def _call(gateway: httpx.AsyncClient, identity: str) -> httpx.Response:
+    headers = {"x-meterguard-identity": identity}
+    return await gateway.post(COMPLETIONS, headers=headers, json={"messages": []})
+
+
+async def _burst(gateway: httpx.AsyncClient, identity: str) -> int:
+    """A runaway's burst: the first refusal's status, else 200 (25 calls all served)."""
+    for _ in range(25):
+        status = (await _call(gateway, identity)).status_code
+        if status != 200:
+            return status
+    return 200
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +166,74 @@ async def test_operator_release_lets_the_runaway_through_within_seconds(gw):
     print(f"\nfirst 200 {latency * 1000:.0f} ms after the release was acknowledged")
     assert latency < WITHIN_S
     assert (await gw.api.get(f"/api/throttles/{RUNAWAY}")).status_code == 404
+
+
+async def test_fail_open_and_fail_closed_gateways_while_the_workers_redis_is_down(
+    broker: EmbeddedBroker, tmp_path: Path, tmp_path_factory
+):
+    with PersistentRedis(tmp_path / "redis") as redis_server:
+        worker = await start_worker(broker, redis_server.url, tmp_path_factory)
+        clients = {
+            mode: ThrottleClient(
+                worker.web, backoff_base_s=0.2, backoff_cap_s=1.0, fail_mode=mode,
+                stale_after_s=STALE_S,
+            )
+            for mode in ("open", "closed")
+        }  # fmt: skip
+        gateways = {
+            mode: httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=create_app(c)), base_url="http://gateway"
+            )
+            for mode, c in clients.items()
+        }
+        opened, closed = gateways["open"], gateways["closed"]
+        try:
+            for client in clients.values():
+                await client.start()
+                await client.wait_ready(timeout=DEADLINE_S)
+            start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=76)
+            docs = mixed(quiet=2, prefix=f"{worker.settings.key_prefix}-", start=start)
+            await produce(broker.bootstrap, worker.settings.topic_raw, docs)
+
+            def throttled() -> bool:
+                return all(c.get(RUNAWAY) is not None for c in clients.values())
+
+            await eventually(throttled, "the runaway's command at both gateways", log=worker.log)
+            for gateway in gateways.values():
+                assert await _burst(gateway, RUNAWAY) == 429
+                assert (await _call(gateway, "svc-quiet-0")).status_code == 200
+
+            stopped_at = time.monotonic()  # before: Redis drops its clients as it stops
+            await asyncio.to_thread(redis_server.shut_down)
+            stale_at = await eventually(
+                lambda: all(c.is_stale() for c in clients.values()),
+                "both gateways' views to go stale", log=worker.log,
+            )  # fmt: skip
+            assert stale_at - stopped_at > STALE_S  # the bound is honoured
+            # Fail open: the held command still bites, everyone else is served.
+            assert await _burst(opened, RUNAWAY) == 429
+            assert (await _call(opened, "svc-quiet-0")).status_code == 200
+            # Fail closed: everyone identified is refused, with a Retry-After.
+            for identity in (RUNAWAY, "svc-quiet-0", "never-seen"):
+                refused = await _call(closed, identity)
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"] == "throttle_view_unavailable"
+                assert refused.headers["retry-after"] == "1"  # the backoff cap, 1 s here
+            print(f"\nstale {stale_at - stopped_at:.1f} s after Redis stopped (bound {STALE_S} s)")
+
+            await asyncio.to_thread(redis_server.start)  # its AOF holds the throttle key
+            back_at = time.monotonic()
+
+            async def served_again() -> bool:
+                return (await _call(closed, "svc-quiet-0")).status_code == 200
+
+            fresh_at = await eventually(served_again, "the closed gateway to serve again")
+            print(f"fail-closed gateway serving {fresh_at - back_at:.1f} s after Redis was back")
+            assert clients["closed"].get(RUNAWAY) is not None  # resynced from the snapshot
+            assert await _burst(closed, RUNAWAY) == 429
+        finally:
+            for client in clients.values():
+                await client.aclose()
+            for gateway in gateways.values():
+                await gateway.aclose()
+            await worker.stop()

@@ -17,12 +17,12 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from meterguard.streams.runtime.topics import ensure_topics, topic_specs
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import Store, build_store
+from meterguard.streams.store.connection import redis_client
 from meterguard.streams.tools.embedded import EmbeddedBroker, free_port
 from tests.support.polling import eventually
 
@@ -111,7 +111,7 @@ async def start_worker(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    store = build_store(aioredis.Redis.from_url(redis_url), settings.store_config())
+    store = build_store(redis_client(redis_url, settings.redis_options), settings.store_config())
     return Worker(settings, env, f"http://127.0.0.1:{port}", log, process, store)
 
 

@@ -64,3 +64,10 @@ async def test_other_errors_are_not_retried(slept: list[float]) -> None:
     with pytest.raises(redis.exceptions.ResponseError):
         await retry.retrying(call)
     assert len(calls) == 1 and slept == []
+
+
+async def test_by_default_it_waits_for_redis_however_long_it_is_away(slept: list[float]) -> None:
+    # 100 failures: over 8 minutes of backoff. Giving up would lose the agent's batch.
+    call, calls = failing([redis.exceptions.ConnectionError("down")] * 100)
+    assert await retry.retrying(call) == 7
+    assert len(calls) == 101 and sum(slept) > 480

@@ -19,6 +19,12 @@ Headers = Mapping[str, str]
 Lookup = Callable[[str], Any]
 
 _HEADER = "header:"
+# Header names whose values are credentials (Authorization, Proxy-Authorization, Cookie,
+# X-Api-Key, *-Token, *-Secret, *-Signature, ...): redacted in dead letters.
+_SECRET_HEADER = re.compile(
+    r"auth|cookie|api[-_]?key|token|secret|passw|signature|credential", re.IGNORECASE
+)
+REDACTED = "[redacted]"
 _TZ_SUFFIX = re.compile(r"([zZ]|[+-]\d\d(:?\d\d)?)$")
 
 
@@ -75,11 +81,15 @@ def read_headers(headers: RawHeaders) -> dict[str, str]:
 
 
 def headers_for_dead_letter(headers: RawHeaders) -> dict[str, str] | None:
-    """Every header, readable (undecodable bytes escaped): evidence for whoever reads the DLQ."""
+    """Every header, readable (undecodable bytes escaped): evidence for whoever reads the DLQ.
+    A credential a producer sent along (Authorization, an API key, a cookie...) keeps its
+    name but not its value: the DLQ is read by more people than the producer's secrets."""
     out: dict[str, str] = {}
     for name, value in _pairs(headers):
         if name not in out:
-            if isinstance(value, bytes | bytearray):
+            if _SECRET_HEADER.search(name):
+                out[name] = REDACTED
+            elif isinstance(value, bytes | bytearray):
                 out[name] = bytes(value).decode("utf-8", "backslashreplace")
             else:
                 out[name] = "" if value is None else str(value)

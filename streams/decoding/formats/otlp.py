@@ -99,6 +99,9 @@ def normalise(
                 if not isinstance(span, dict):
                     out.records.append(dead(as_raw(span), "invalid_record", "not an object"))
                     continue
+                if (bad := _non_text_id(span)) is not None:  # ids key the span index below
+                    out.records.append(dead(as_raw(span), "invalid_event", bad))
+                    continue
                 try:
                     spans.append((span, attributes(span.get("attributes")), resource))
                 except Unusable as exc:
@@ -126,6 +129,16 @@ def normalise(
             out.records.append(record)
     out.links = _links(spans, genai_traces, inheritable)
     return out
+
+
+def _non_text_id(span: dict[str, Any]) -> str | None:
+    """What is wrong with a span whose traceId, spanId or parentSpanId is there but not text
+    (hex or base64, read by `hex_id` later), else None."""
+    for name in ("traceId", "spanId", "parentSpanId"):
+        value = span.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"{name}: expected hex digits, not {type(value).__name__}"
+    return None
 
 
 def _links(
