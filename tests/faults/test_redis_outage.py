@@ -34,8 +34,8 @@ import pytest
 import redis.exceptions
 
 from meterguard.streams.tools.embedded import EmbeddedBroker
-from tests.faults.test_worker_kill import EXTRA_ENV, alerting, drain, judge, reached, stream
 from tests.integration.test_delivery import Receiver
+from tests.support.fault_stream import EXTRA_ENV, alerting, drain, judge, reached, stream
 from tests.support.faults import counted, unique_events
 from tests.support.polling import eventually
 from tests.support.redis_process import PersistentRedis
