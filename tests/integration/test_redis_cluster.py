@@ -305,7 +305,8 @@ async def test_every_key_of_an_identity_is_in_its_slot_and_keys_span_every_node(
     # Keys without a hash tag are single keys, each touched alone (keys.py).
     untagged = {k.removeprefix(f"{prefix}:") for k in keys if "{" not in k}
     indexes = {k for k in untagged if k.startswith("rollup-index:")}
-    assert untagged - indexes == {"stats", "alerts:recent", "audit"}, untagged
+    single = {"stats", "alerts:recent", "audit", "births", "births-since"}
+    assert untagged - indexes == single, untagged
 
 
 async def test_pipelined_scripts_load_again_after_the_cluster_lost_them(run: Run):
