@@ -45,6 +45,12 @@ class Stats:
         for name, value in counts.items():
             if value and name not in ROLLED_UP:
                 pipe.hincrby(self._keys.stats_key, name, value)
+        # New and late events whose step has checkpointed (exact unless a worker died between
+        # ingest and checkpoint: then short by that step). Who waits for a step's published
+        # alerts and checkpoint, not just its counting, reads this (tests' wait_counted).
+        checkpointed = sum(counts.get(name, 0) for name in ROLLED_UP)
+        if checkpointed:
+            pipe.hincrby(self._keys.stats_key, CHECKPOINTED, checkpointed)
 
     async def pipeline_counters(self) -> dict[str, int]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -98,6 +104,7 @@ class Stats:
 
 # Counters read from the pipeline roll-up, not the stats hash.
 ROLLED_UP = frozenset({"events_new", "events_late"})
+CHECKPOINTED = "events_checkpointed"
 
 
 def _calls(row: bytes | str | None) -> int:

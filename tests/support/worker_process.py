@@ -23,6 +23,7 @@ from meterguard.streams.runtime.topics import ensure_topics, topic_specs
 from meterguard.streams.settings import Settings
 from meterguard.streams.store import Store, build_store
 from meterguard.streams.store.connection import redis_client
+from meterguard.streams.store.stats import CHECKPOINTED, ROLLED_UP
 from meterguard.streams.tools.embedded import EmbeddedBroker, free_port
 from tests.support.polling import eventually
 
@@ -39,11 +40,17 @@ class Worker:
     store: Store
 
     async def wait_counted(self, n: int, statuses: Iterable[str] = ("events_new",)) -> None:
-        """Until the pipeline has counted `n` events with these statuses (all workers)."""
+        """Until the pipeline has counted `n` events with these statuses (all workers), and
+        the steps that counted them have published and checkpointed (events_checkpointed:
+        events_new / events_late are counted at ingest, before the step's checkpoint)."""
+        statuses = tuple(statuses)
 
         async def counted() -> bool:
             stats = await self.store.stats.pipeline_counters()
-            return sum(stats.get(s, 0) for s in statuses) >= n
+            committed = stats.get(CHECKPOINTED, 0) + sum(
+                stats.get(s, 0) for s in statuses if s not in ROLLED_UP
+            )
+            return sum(stats.get(s, 0) for s in statuses) >= n and committed >= n
 
         await eventually(counted, f"{n} events to be counted", log=self.log)
 
