@@ -6,6 +6,7 @@
           secret_env: SIEM_WEBHOOK_SECRET     # the env var's name; secrets never in the file
           min_severity: critical
           environments: [prod]
+          format: ocsf                        # meterguard (default) | ocsf (sinks/ocsf.py)
       slack:
         min_severity: warning
         statuses: [firing]
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from meterguard.models import Alert, Severity
+from meterguard.sinks.ocsf import AlertFormat
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 SinkKind = Literal["webhook", "slack"]
@@ -56,6 +58,7 @@ def _allowed(allowed: frozenset[str] | None, value: str | None) -> bool:
 class WebhookRoute(AlertFilter):
     url: str = Field(min_length=1)
     secret_env: str | None = None
+    format: AlertFormat = "meterguard"  # the body: meterguard's envelope, or an OCSF finding
 
     @field_validator("url")
     @classmethod
@@ -79,6 +82,7 @@ class Destination:
     secret: str | None = field(repr=False)  # webhook: signing secret; Slack API: bot token
     filter: AlertFilter
     channel: str | None = None  # Slack Web API only; `url` is then the API base URL
+    format: AlertFormat = "meterguard"  # webhooks only; not in `key` (the outbox holds alerts)
 
     @property
     def key(self) -> str:
@@ -128,7 +132,9 @@ def destinations(
                     f"routing webhook {public_url(route.url)}: secret_env {route.secret_env} "
                     "is not set"
                 )
-        found.setdefault(route.url, Destination("webhook", route.url, secret, route))
+        found.setdefault(
+            route.url, Destination("webhook", route.url, secret, route, format=route.format)
+        )
     for url in (u.strip() for u in (webhook_urls or "").split(",")):
         if url:
             found.setdefault(

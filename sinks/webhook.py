@@ -4,6 +4,10 @@ The body is the Standard Webhooks envelope `{"type", "timestamp", "data": <Alert
 from the alert, so a retry sends the very same bytes. `webhook-id` is derived from the
 alert id: a retry, a Kafka redelivery or a second worker carries the same id, and receivers
 dedupe on it (the spec's idempotency key). Only `webhook-timestamp` and the signature change.
+
+A destination with `format: ocsf` (the policy's `routing:`) gets the alert as a bare OCSF
+Detection Finding instead (sinks/ocsf.py), signed the same way: SIEM collectors ingest the
+event itself, not an envelope.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from meterguard.models import Alert, utc_now
 from meterguard.sinks.base import Failed, Outcome, Retry, classify_response
+from meterguard.sinks.ocsf import AlertFormat, finding_json
 from meterguard.sinks.routing import public_url
 
 log = logging.getLogger("meterguard.sinks")
@@ -35,6 +40,11 @@ def webhook_body(alert: Alert) -> str:
         "data": alert.model_dump(mode="json"),
     }
     return orjson.dumps(envelope).decode()
+
+
+def body_of(alert: Alert, format: AlertFormat = "meterguard") -> str:
+    """The request body of `alert` in the destination's format."""
+    return finding_json(alert).decode() if format == "ocsf" else webhook_body(alert)
 
 
 def signed_headers(signer: Webhook | None, msg_id: str, now: datetime, body: str) -> dict[str, str]:
@@ -58,8 +68,10 @@ class WebhookSink:
         client: httpx.AsyncClient,
         timeout_s: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
+        format: AlertFormat = "meterguard",
     ) -> None:
         self.url = url
+        self.format = format
         self._signer = Webhook(secret) if secret else None  # a malformed secret fails here
         self._client = client
         self._timeout = httpx.Timeout(timeout_s)
@@ -74,7 +86,7 @@ class WebhookSink:
         return list(await asyncio.gather(*(self._post(a) for a in alerts)))
 
     async def _post(self, alert: Alert) -> Outcome:
-        body = webhook_body(alert)
+        body = body_of(alert, self.format)
         now = self._clock()
         headers = signed_headers(self._signer, message_id(alert), now, body)
         try:
