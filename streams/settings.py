@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,29 +19,65 @@ from meterguard.streams.store.connection import RedisOptions
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MG_", frozen=True, extra="ignore")
 
-    kafka_broker: str | None = Field(default=None, description="kafka://host:port[,host:port]")
+    kafka_broker: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers, `kafka://host:port[,host:port]` (the demo: an "
+        "embedded broker)",
+    )
     # Kafka authentication and TLS for every client (meterguard/kafka_security.py).
-    kafka_security_protocol: Protocol = "PLAINTEXT"
-    kafka_sasl_mechanism: Mechanism = "PLAIN"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_certfile: str | None = None
-    kafka_ssl_keyfile: str | None = None
+    kafka_security_protocol: Protocol = Field(
+        default="PLAINTEXT", description="Kafka security protocol of every client"
+    )
+    kafka_sasl_mechanism: Mechanism = Field(default="PLAIN", description="Kafka SASL mechanism")
+    kafka_sasl_username: str | None = Field(default=None, description="Kafka SASL user")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="Kafka SASL password")
+    kafka_ssl_cafile: str | None = Field(
+        default=None, description="CA bundle that signed the brokers (default: the system's)"
+    )
+    kafka_ssl_certfile: str | None = Field(
+        default=None, description="client certificate for mutual TLS with the brokers"
+    )
+    kafka_ssl_keyfile: str | None = Field(default=None, description="key of MG_KAFKA_SSL_CERTFILE")
     # A password in the URL (redis://:pw@host) stays out of the settings' repr.
-    redis_url: str | None = Field(default=None, repr=False)
+    redis_url: str | None = Field(
+        default=None,
+        repr=False,
+        description="`redis://host:port/db` (`rediss://` for TLS; the demo and replay: an "
+        "embedded server)",
+    )
     # Redis Cluster, TLS and ACL (streams/store/connection.py). A rediss:// URL is TLS; the
     # URL's own user:password wins over MG_REDIS_USERNAME / MG_REDIS_PASSWORD.
-    redis_cluster: bool = Field(default=False, description="MG_REDIS_URL is a cluster node")
-    redis_username: str | None = None
-    redis_password: SecretStr | None = None
-    redis_tls_ca_file: str | None = None
-    redis_tls_cert_file: str | None = None
-    redis_tls_key_file: str | None = None
-    web_port: int = 6066
+    redis_cluster: bool = Field(
+        default=False,
+        description="MG_REDIS_URL names one node of a Redis Cluster (the others are discovered)",
+    )
+    redis_username: str | None = Field(
+        default=None, description="Redis ACL user (a `user:password@` in the URL wins)"
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password (a `user:password@` in the URL wins)"
+    )
+    redis_tls_ca_file: str | None = Field(
+        default=None,
+        description="with `rediss://`: the CA that signed the server (default: the system's)",
+    )
+    redis_tls_cert_file: str | None = Field(
+        default=None, description="with `rediss://`: client certificate for mutual TLS"
+    )
+    redis_tls_key_file: str | None = Field(
+        default=None, description="key of MG_REDIS_TLS_CERT_FILE"
+    )
+    web_port: int = Field(default=6066, description="the worker's HTTP port")
     # Bearer token of every state-changing route (streams/web/operator.py `check_bearer`).
-    api_token: SecretStr | None = None
-    policy_file: str | None = None
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of every state-changing route: ingest (`/api/events`, "
+        "`/v1/traces`) and throttle release (unset: they answer 503)",
+    )
+    policy_file: str | None = Field(
+        default=None,
+        description="the policy YAML (`meterguard.yaml`, keys below; validated at start)",
+    )
     registry_file: str | None = Field(
         default=None, description="identity registry (YAML or CSV): identity -> team, owner, ..."
     )
@@ -48,62 +85,121 @@ class Settings(BaseSettings):
         default=None,
         description="identity registry over HTTP (JSON, YAML or CSV); wins over the file",
     )
-    registry_refresh_s: float = Field(default=300.0, gt=0, description="how often to refetch it")
+    registry_refresh_s: float = Field(
+        default=300.0, gt=0, description="how often to refetch MG_REGISTRY_URL (s)"
+    )
     mapping_file: str | None = Field(
         default=None,
         description="YAML: which attribute of each input format is the identity (and more)",
     )
 
-    topic_raw: str = "metering.raw"
-    topic_events: str = "metering.events"
-    topic_dlq: str = "metering.dlq"
-    topic_alerts: str = "meterguard.alerts"
-    topic_throttle: str = "meterguard.throttle"
-    topic_alerts_dlq: str = "meterguard.alerts.dlq"  # alerts no destination accepted
-    topic_audit: str = "meterguard.audit"  # operator actions (throttle releases)
-    topic_partitions: int = Field(default=4, ge=1)
+    topic_raw: str = Field(default="metering.raw", description="raw metering input")
+    topic_events: str = Field(
+        default="metering.events", description="decoded events, keyed by identity (the hop)"
+    )
+    topic_dlq: str = Field(
+        default="metering.dlq", description="input that could not be decoded, with the reason"
+    )
+    topic_alerts: str = Field(default="meterguard.alerts", description="alerts (key = identity)")
+    topic_throttle: str = Field(
+        default="meterguard.throttle", description="throttle commands (compacted, key = identity)"
+    )
+    topic_alerts_dlq: str = Field(
+        default="meterguard.alerts.dlq", description="alerts no destination accepted"
+    )
+    topic_audit: str = Field(
+        default="meterguard.audit", description="operator actions (throttle releases)"
+    )
+    topic_alerts_ocsf: str | None = Field(
+        default=None,
+        description="alerts also as OCSF Detection Findings (key = identity; unset: off)",
+    )
+    topic_partitions: int = Field(
+        default=4, ge=1, description="partitions of the topics the worker creates"
+    )
 
     # Delivery of alerts (sinks/). Destinations: MG_WEBHOOK_URL (comma-separated, signed
     # with MG_WEBHOOK_SECRET), MG_SLACK_WEBHOOK_URL; per-destination filters in the policy
     # file's `routing:` section.
-    webhook_url: str | None = Field(default=None, repr=False)  # may hold user:pass@
+    webhook_url: str | None = Field(  # may hold user:pass@
+        default=None,
+        repr=False,
+        description="security webhooks, comma-separated, signed with MG_WEBHOOK_SECRET",
+    )
     # Secrets (a Slack incoming-webhook URL is one): out of the settings' repr.
-    webhook_secret: str | None = Field(default=None, repr=False)
-    slack_webhook_url: str | None = Field(default=None, repr=False)
+    webhook_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="Standard Webhooks signing secret (`whsec_...`) of MG_WEBHOOK_URL",
+    )
+    slack_webhook_url: str | None = Field(
+        default=None, repr=False, description="Slack incoming webhook"
+    )
     # Slack Web API (a bot token + a channel): one message per episode, later alerts of the
     # episode as thread replies and the parent updated; takes precedence over the webhook.
-    slack_bot_token: str | None = Field(default=None, repr=False)
-    slack_channel: str | None = None
+    slack_bot_token: str | None = Field(
+        default=None,
+        repr=False,
+        description="Slack Web API bot token (with MG_SLACK_CHANNEL): one message per "
+        "episode, later alerts in its thread; wins over MG_SLACK_WEBHOOK_URL",
+    )
+    slack_channel: str | None = Field(
+        default=None, description="Slack channel id for MG_SLACK_BOT_TOKEN"
+    )
     slack_api_url: str = Field(
         default="https://slack.com/api/", description="Slack Web API base URL (tests: local)"
     )
     dashboard_url: str | None = Field(
         default=None, description="public URL of the dashboard, for links in Slack messages"
     )
-    sink_timeout_s: float = Field(default=5.0, gt=0)
+    sink_timeout_s: float = Field(
+        default=5.0, gt=0, description="per-request timeout of a delivery (s)"
+    )
     # Attempts per alert and destination before the alerts DLQ. With full jitter under a 60 s
     # ceiling the waits average 0.25, 0.5, ... 16 s, then 30 s: 8 attempts gave up after ~32 s
     # (63.5 s at most), so a webhook down for minutes lost every alert to the DLQ. 128 retry
     # for ~1 h (mean 60.5 min, sd 3 min) and cover an outage of minutes, e.g. a SIEM's
     # maintenance restart; only an identity's oldest alert is retried (a POST a half-minute).
-    sink_max_attempts: int = Field(default=128, ge=1)
-    sink_backoff_base_s: float = Field(default=0.5, gt=0)
-    sink_backoff_max_s: float = Field(default=60.0, gt=0)
-    slack_group_seconds: float = Field(default=5.0, ge=0)
-    slack_digest_threshold: int = Field(default=5, ge=2)
+    sink_max_attempts: int = Field(
+        default=128,
+        ge=1,
+        description="attempts per alert and destination before the alerts DLQ (128: about "
+        "an hour of retrying)",
+    )
+    sink_backoff_base_s: float = Field(
+        default=0.5, gt=0, description="first retry backoff (s; doubles, full jitter)"
+    )
+    sink_backoff_max_s: float = Field(default=60.0, gt=0, description="retry backoff ceiling (s)")
+    slack_group_seconds: float = Field(
+        default=5.0, ge=0, description="Slack: how long alerts wait to be grouped (s)"
+    )
+    slack_digest_threshold: int = Field(
+        default=5, ge=2, description="Slack: alerts in one group above which one digest is sent"
+    )
     # Alerts pending per destination (queued, in flight, or waiting behind an older alert of
     # their identity); past it a newcomer goes to the alerts DLQ (reason "outbox_full"). A
     # pending alert costs ~1.4 KB of Redis (MEMORY USAGE of the outbox keys holding 1,000
     # spike alerts from `replay`: ~830 B of JSON each): 10,000 bound a dead destination to
     # ~14 MB and hold 2.8 h of alerts at one a second, more than the ~1 h an alert is
     # retried (sink_max_attempts).
-    outbox_max_pending: int = Field(default=10_000, ge=1)
+    outbox_max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="alerts pending per destination before newcomers go to the alerts DLQ "
+        "(`outbox_full`; ~1.4 KB of Redis each)",
+    )
 
-    app_id: str = "meterguard"
+    app_id: str = Field(
+        default="meterguard", description="Faust app id: the Kafka consumer group of the workers"
+    )
     data_dir: str = Field(default=".meterguard/faust", description="Faust's local data folder")
     key_prefix: str = Field(default="mg", min_length=1, description="Redis key namespace")
-    batch_size: int = Field(default=2000, ge=1)
-    batch_seconds: float = Field(default=0.5, gt=0)
+    batch_size: int = Field(
+        default=2000, ge=1, description="records an agent takes at once (and events per step)"
+    )
+    batch_seconds: float = Field(
+        default=0.5, gt=0, description="longest an agent waits to fill a batch (s)"
+    )
     # Faust fixes the consumer's fetch wait at 1,500 ms: on a quiet topic an event waited that
     # long before a worker saw it (streams/runtime/fetch_wait.py). 100 ms keeps an idle
     # worker's fetches at ten a second per consumer, a negligible load on any broker.
@@ -126,10 +222,22 @@ class Settings(BaseSettings):
         "two workers at once",
     )
 
-    allowed_lateness_s: int = Field(default=30, ge=0)
-    dedupe_horizon_s: int = Field(default=48 * 3600, ge=60)
-    window_minutes: int = Field(default=24 * 60, ge=10)
-    max_future_skew_s: int = Field(default=300, ge=0)
+    allowed_lateness_s: int = Field(
+        default=30, ge=0, description="event-time lateness before a minute is final (s)"
+    )
+    dedupe_horizon_s: int = Field(
+        default=48 * 3600,
+        ge=60,
+        description="how long an event_id is remembered per identity (event time, s)",
+    )
+    window_minutes: int = Field(
+        default=24 * 60, ge=10, description="minute buckets kept per identity"
+    )
+    max_future_skew_s: int = Field(
+        default=300,
+        ge=0,
+        description="an event stamped further ahead of its ingest is dead-lettered (s)",
+    )
     # How long an OTLP span waits for the agent span exported after it (the SDK exports a
     # span when it ends, and an agent span ends after its calls; streams/decoding/
     # trace_attribution.py). Unset: MG_ALLOWED_LATENESS_S - 10 s (20 s by default), so a span
@@ -144,9 +252,23 @@ class Settings(BaseSettings):
     )
     # Faust consumer-group timings: INFRA-NOTES measured ~3-5 s to join with these, ~30 s
     # with Faust's defaults.
-    rebalance_timeout_s: float = 3.0
-    session_timeout_s: float = 6.0
-    heartbeat_interval_s: float = 1.0
+    rebalance_timeout_s: float = Field(
+        default=3.0, description="Kafka consumer group rebalance timeout (s)"
+    )
+    session_timeout_s: float = Field(
+        default=6.0, description="Kafka consumer group session timeout (s)"
+    )
+    heartbeat_interval_s: float = Field(
+        default=1.0, description="Kafka consumer group heartbeat interval (s)"
+    )
+    # Text (default): Faust's own lines. json: one JSON object per line, Faust's records and
+    # meterguard's alike (streams/runtime/log_format.py).
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="the worker's log lines: `text`, or `json` (one object per line: "
+        "timestamp, level, logger, message, and identity, event_id, alert_id... when the "
+        "line is about one)",
+    )
 
     @property
     def trace_hold(self) -> float:

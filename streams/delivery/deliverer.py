@@ -105,6 +105,7 @@ class Deliverer:
                 route.destination.public_name,
                 self.outbox.max_pending,
                 len(claimed),
+                extra={"destination": route.destination.public_name, "reason": OUTBOX_FULL},
             )
             metrics.SINK_OUTBOX_FULL.labels(route.sink.kind, dest).inc(len(claimed))
             await self._dead_letter(route, [(c, GiveUp(OUTBOX_FULL, None)) for c in claimed])
@@ -183,6 +184,13 @@ class Deliverer:
                 letter.alert.alert_id,
                 letter.destination,
                 letter.reason,
+                extra={
+                    "identity": letter.alert.identity,
+                    "alert_id": letter.alert.alert_id,
+                    "destination": letter.destination,
+                    "reason": letter.reason,
+                    "attempts": letter.attempts,
+                },
             )
 
 
@@ -244,7 +252,9 @@ def build_routes(
                 Route(dest, sink, settings.slack_group_seconds, SLACK_BATCH, ordered=False)
             )
         else:
-            sink = WebhookSink(dest.url, dest.secret, client, settings.sink_timeout_s)
+            sink = WebhookSink(
+                dest.url, dest.secret, client, settings.sink_timeout_s, format=dest.format
+            )
             routes.append(Route(dest, sink, 0.0, WEBHOOK_BATCH))
         log.info("delivering alerts to %s (%s)", dest.public_name, dest.key)
     return routes

@@ -25,9 +25,15 @@ class Materiality(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    calls_per_minute: float = Field(default=30.0, ge=0)
-    tokens_per_minute: float = Field(default=30_000.0, ge=0)
-    cost_usd_per_minute: float = Field(default=0.5, ge=0)
+    calls_per_minute: float = Field(
+        default=30.0, ge=0, description="calls a minute above the identity's baseline"
+    )
+    tokens_per_minute: float = Field(
+        default=30_000.0, ge=0, description="tokens a minute above the identity's baseline"
+    )
+    cost_usd_per_minute: float = Field(
+        default=0.5, ge=0, description="USD a minute above the identity's baseline"
+    )
 
     def reached_by(self, excess: Mapping[str, float]) -> bool:
         limits = {
@@ -43,8 +49,18 @@ class SpikeParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min_ratio: float = Field(default=3.0, gt=1.2, le=100)
-    alert_evidence: float = Field(default=14.0, ge=2, le=100)
+    min_ratio: float = Field(
+        default=3.0,
+        gt=1.2,
+        le=100,
+        description="rise over the identity's rate (x) that scores 0.8",
+    )
+    alert_evidence: float = Field(
+        default=14.0,
+        ge=2,
+        le=100,
+        description="evidence (nats) that scores 0.8 (higher: fewer, later alerts)",
+    )
 
 
 class RampParams(BaseModel):
@@ -52,8 +68,18 @@ class RampParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min_ratio: float = Field(default=4.0, gt=1.2, le=100)
-    alert_z: float = Field(default=6.0, ge=2, le=50)
+    min_ratio: float = Field(
+        default=4.0,
+        gt=1.2,
+        le=100,
+        description="rise over the anchor (the lowest ~4 h level of 3 h) that scores 0.8",
+    )
+    alert_z: float = Field(
+        default=6.0,
+        ge=2,
+        le=50,
+        description="z of the short average over the anchor that scores 0.8",
+    )
 
 
 class RetryParams(BaseModel):
@@ -61,16 +87,26 @@ class RetryParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    alert_evidence: float = Field(default=14.0, ge=2, le=100)
-    min_error_share: float = Field(default=0.5, gt=0, le=1)
+    alert_evidence: float = Field(
+        default=14.0,
+        ge=2,
+        le=100,
+        description="evidence (nats) of one request's failures that scores 0.8",
+    )
+    min_error_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="share of the request's calls in the run that must fail",
+    )
 
 
 class DetectionParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    spike: SpikeParams = SpikeParams()
-    slow_ramp: RampParams = RampParams()
-    retry_loop: RetryParams = RetryParams()
+    spike: SpikeParams = Field(default=SpikeParams(), description="the spike detector")
+    slow_ramp: RampParams = Field(default=RampParams(), description="the slow-ramp detector")
+    retry_loop: RetryParams = Field(default=RetryParams(), description="the retry-loop detector")
 
     def for_detectors(self) -> dict[str, dict[str, float]]:
         return {
@@ -83,11 +119,22 @@ class DetectionParams(BaseModel):
 class EnvironmentPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    fire_at: float = Field(default=0.8, gt=0, le=1)
-    critical_at: float = Field(default=0.9, gt=0, le=1)
-    throttle_on: Literal["critical", "warning", "never"] = "critical"
-    materiality: Materiality = Materiality()
-    detection: DetectionParams = DetectionParams()
+    fire_at: float = Field(
+        default=0.8, gt=0, le=1, description="score (0-1) at which an episode opens (an alert)"
+    )
+    critical_at: float = Field(
+        default=0.9, gt=0, le=1, description="score at which an episode is critical"
+    )
+    throttle_on: Literal["critical", "warning", "never"] = Field(
+        default="critical", description="lowest severity that issues a throttle command"
+    )
+    materiality: Materiality = Field(
+        default=Materiality(),
+        description="how large a rise must be to be critical and throttled (else a warning)",
+    )
+    detection: DetectionParams = Field(
+        default=DetectionParams(), description="detector parameters in this environment"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> EnvironmentPolicy:
@@ -99,8 +146,12 @@ class EnvironmentPolicy(BaseModel):
 class BudgetSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    daily_usd: float | None = Field(default=None, gt=0)
-    monthly_usd: float | None = Field(default=None, gt=0)
+    daily_usd: float | None = Field(
+        default=None, gt=0, description="spend limit per event-time UTC day"
+    )
+    monthly_usd: float | None = Field(
+        default=None, gt=0, description="spend limit per event-time UTC month"
+    )
 
 
 GroupDimension = Literal["team", "business_unit", "environment"]
@@ -116,8 +167,12 @@ class CapThrottle(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="requests a minute per identity at the cap"
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="tokens a minute per identity at the cap"
+    )
 
 
 class GroupBudget(BaseModel):
@@ -127,12 +182,23 @@ class GroupBudget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    limit_usd: float | None = Field(default=None, gt=0)
-    limit_tokens: int | None = Field(default=None, gt=0)
-    period: BudgetPeriod = "month"
-    warn_at: tuple[float, ...] = Field(default=(0.5, 0.8, 0.95), max_length=10)
-    at_cap: CapAction = "alert"
-    throttle: CapThrottle | None = None
+    limit_usd: float | None = Field(default=None, gt=0, description="limit in USD per period")
+    limit_tokens: int | None = Field(default=None, gt=0, description="limit in tokens per period")
+    period: BudgetPeriod = Field(
+        default="month", description="UTC calendar period, event time (`hour`: for tests)"
+    )
+    warn_at: tuple[float, ...] = Field(
+        default=(0.5, 0.8, 0.95),
+        max_length=10,
+        description="fractions of the limit that each alert once per period (increasing)",
+    )
+    at_cap: CapAction = Field(
+        default="alert",
+        description="at the cap: alert, throttle or block every identity of the group",
+    )
+    throttle: CapThrottle | None = Field(
+        default=None, description="limits per identity with `at_cap: throttle`"
+    )
 
     @field_validator("warn_at")
     @classmethod
@@ -162,9 +228,11 @@ class GroupBudgets(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    team: dict[str, GroupBudget] = Field(default_factory=dict)
-    business_unit: dict[str, GroupBudget] = Field(default_factory=dict)
-    environment: dict[str, GroupBudget] = Field(default_factory=dict)
+    team: dict[str, GroupBudget] = Field(default_factory=dict, description="per team")
+    business_unit: dict[str, GroupBudget] = Field(
+        default_factory=dict, description="per business unit"
+    )
+    environment: dict[str, GroupBudget] = Field(default_factory=dict, description="per environment")
 
     @property
     def configured(self) -> bool:
@@ -190,16 +258,25 @@ class IdentityFlood(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="raise identity_flood alerts")
     # The floor of the bar. A deployment that brings up a few dozen agents or CI runners at
     # once is routine; a hundred never-seen identities in one minute costs ~10 KiB of Redis
     # each (README, Sizing) and is worth a look. A namespace that onboards more per minute
     # sets a higher floor here, and its own history lifts the bar anyway (`ratio`).
-    min_new_per_minute: int = Field(default=100, ge=1)
+    min_new_per_minute: int = Field(
+        default=100, ge=1, description="the floor of the bar: new identities in one minute"
+    )
     # How far above the usual minute's births (their 90th percentile over the history) a
     # minute must be: an order of magnitude, so a busy onboarding day does not fire.
-    ratio: float = Field(default=10.0, ge=1)
-    history_minutes: int = Field(default=60, ge=1, le=1440)
+    ratio: float = Field(
+        default=10.0,
+        ge=1,
+        description="how far above the usual minute's births (their 90th percentile) a "
+        "minute must be",
+    )
+    history_minutes: int = Field(
+        default=60, ge=1, le=1440, description="minutes of births the percentile is taken over"
+    )
 
 
 class PolicyConfig(BaseModel):
@@ -207,25 +284,56 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    resolve_below: float = Field(default=0.5, ge=0, le=1)
-    resolve_after_minutes: int = Field(default=5, ge=1)
-    throttle_minutes: int = Field(default=15, ge=1)
+    resolve_below: float = Field(
+        default=0.5, ge=0, le=1, description="score under which an episode starts resolving"
+    )
+    resolve_after_minutes: int = Field(
+        default=5, ge=1, description="minutes under `resolve_below` before it resolves"
+    )
+    throttle_minutes: int = Field(default=15, ge=1, description="life of a throttle command")
     # Throttle limits = the identity's own baseline x headroom, never below the floors.
-    throttle_headroom: float = Field(default=2.0, ge=1)
-    min_requests_per_minute: int = Field(default=10, ge=1)
-    min_tokens_per_minute: int = Field(default=10_000, ge=1)
-    default_environment: EnvironmentPolicy = EnvironmentPolicy()
-    environments: dict[str, EnvironmentPolicy] = Field(default_factory=_default_environments)
+    throttle_headroom: float = Field(
+        default=2.0, ge=1, description="throttle limits = the identity's own baseline x this"
+    )
+    min_requests_per_minute: int = Field(
+        default=10, ge=1, description="floor of a throttle's requests per minute"
+    )
+    min_tokens_per_minute: int = Field(
+        default=10_000, ge=1, description="floor of a throttle's tokens per minute"
+    )
+    default_environment: EnvironmentPolicy = Field(
+        default=EnvironmentPolicy(),
+        description="rules of an environment `environments` does not name",
+    )
+    environments: dict[str, EnvironmentPolicy] = Field(
+        default_factory=_default_environments,
+        description="rules per environment; a file naming some keeps the built-in others",
+    )
     # Identities whose calls are blocked at once (offboarded service accounts, revoked keys).
-    offboarded_identities: frozenset[str] = frozenset()
+    offboarded_identities: frozenset[str] = Field(
+        default=frozenset(),
+        description="identities blocked at once (offboarded service accounts, revoked keys)",
+    )
     # Per-identity budgets (event-time UTC day / month); `default_budget` for all others.
-    budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
-    default_budget: BudgetSpec | None = None
-    budget_warn_at: float = Field(default=0.8, gt=0, lt=1)
+    budgets: dict[str, BudgetSpec] = Field(
+        default_factory=dict, description="per-identity budgets (event-time UTC day / month)"
+    )
+    default_budget: BudgetSpec | None = Field(
+        default=None, description="the budget of every identity `budgets` does not name"
+    )
+    budget_warn_at: float = Field(
+        default=0.8, gt=0, lt=1, description="fraction of a budget that raises a warning"
+    )
     # Budgets of teams, business units and environments (policy/group_budgets.py).
-    group_budgets: GroupBudgets = GroupBudgets()
-    routing: RoutingConfig = RoutingConfig()  # alert destinations' filters (sinks/routing.py)
-    identity_flood: IdentityFlood = IdentityFlood()  # many new identities at once
+    group_budgets: GroupBudgets = Field(
+        default=GroupBudgets(), description="budgets of teams, business units, environments"
+    )
+    routing: RoutingConfig = Field(
+        default=RoutingConfig(), description="which alerts go to which destination"
+    )
+    identity_flood: IdentityFlood = Field(
+        default=IdentityFlood(), description="an alert when many new identities appear at once"
+    )
 
     @field_validator("environments", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from datetime import timedelta
 import faust
 
 from meterguard.models import DeadLetter, MeteringEvent, utc_now
+from meterguard.sinks.ocsf import finding_json
 from meterguard.streams import metrics
 from meterguard.streams.decoding.decode import Origin, decode_message
 from meterguard.streams.decoding.keyed_events import keyed_records, read_keyed
@@ -32,6 +33,11 @@ from meterguard.streams.decoding.trace_attribution import HeldSpan, SpanLink
 from meterguard.streams.delivery.deliverer import install_delivery
 from meterguard.streams.runtime import fetch_wait
 from meterguard.streams.runtime.kafka_credentials import faust_credentials
+from meterguard.streams.runtime.log_format import (
+    DeadLetterLog,
+    alert_context,
+    faust_logging_config,
+)
 from meterguard.streams.runtime.pipeline import BatchOutcome, Pipeline
 from meterguard.streams.runtime.registry_feed import refreshed
 from meterguard.streams.runtime.trace_holds import Settled, TraceHolds
@@ -67,6 +73,7 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         store="memory://",  # no Faust Tables: state lives in Redis (INFRA-NOTES)
         datadir=settings.data_dir,
+        logging_config=faust_logging_config(settings.log_format),  # MG_LOG_FORMAT
     )
     fetch_wait.install(app, settings.fetch_max_wait_ms)  # before any topic: Faust fixes 1.5 s
 
@@ -88,6 +95,7 @@ def create_app(settings: Settings) -> faust.App:
     keyed = settings.raw_keyed_by_identity  # hop off: decode_agent scores its batches itself
     unkeyed_seen = False  # a raw record keyed otherwise than its events' identity (logged once)
     scoring = asyncio.Lock()  # one pipeline step at a time: the agents and the hold timer
+    dead_log = DeadLetterLog(log)
 
     @app.agent(raw)
     async def decode_agent(stream: faust.StreamT[bytes]) -> None:
@@ -146,6 +154,7 @@ def create_app(settings: Settings) -> faust.App:
                 dead += 1
                 metrics.DEAD_LETTERS.labels(item.reason).inc()
                 await _send(settings.topic_dlq, key, item.model_dump_json().encode())
+                dead_log.letter(item, settings.topic_dlq)
             else:
                 events.append(item)
         return dead
@@ -257,6 +266,7 @@ def create_app(settings: Settings) -> faust.App:
                     if isinstance(item, DeadLetter):  # a producer other than decode_agent
                         metrics.DEAD_LETTERS.labels(item.reason).inc()
                         await _send(settings.topic_dlq, None, item.model_dump_json().encode())
+                        dead_log.letter(item, settings.topic_dlq)
                     else:
                         batch.append(item)
             await _score(batch)
@@ -272,7 +282,16 @@ def create_app(settings: Settings) -> faust.App:
             await _send(
                 settings.topic_alerts, alert.identity.encode(), alert.model_dump_json().encode()
             )
-            log.warning("ALERT %s %s %s", alert.severity, alert.status, alert.summary)
+            if settings.topic_alerts_ocsf:  # SIEMs reading Kafka: the same alert in OCSF
+                key = alert.identity.encode()
+                await _send(settings.topic_alerts_ocsf, key, finding_json(alert))
+            log.warning(
+                "ALERT %s %s %s",
+                alert.severity,
+                alert.status,
+                alert.summary,
+                extra=alert_context(alert),
+            )
         for command in outcome.commands:
             value = command.model_dump_json().encode()
             await _send(settings.topic_throttle, command.identity.encode(), value)

@@ -219,4 +219,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_throttle, p, compacted=True),
         TopicSpec(settings.topic_alerts_dlq, p),
         TopicSpec(settings.topic_audit, p),
+        # Optional (MG_TOPIC_ALERTS_OCSF): the alerts again, as OCSF findings.
+        *([TopicSpec(settings.topic_alerts_ocsf, p)] if settings.topic_alerts_ocsf else []),
     ]

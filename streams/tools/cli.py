@@ -12,9 +12,11 @@ import typer
 
 from meterguard.streams.tools.bench import bench
 from meterguard.streams.tools.cli_common import err, load_settings, require_redis
+from meterguard.streams.tools.cli_config_reference import config_reference
 from meterguard.streams.tools.cli_offline import reconcile, replay
 from meterguard.streams.tools.cli_report import report
 from meterguard.streams.tools.cli_traffic import evaluate, simulate
+from meterguard.streams.tools.doctor import doctor
 
 cli = typer.Typer(
     add_completion=False,
@@ -52,10 +54,12 @@ def worker(
     loglevel: str = "info",
 ) -> None:
     """Run a Faust worker: metering.raw -> windows in Redis -> alerts and throttle commands."""
+    from meterguard.streams.runtime import log_format
     from meterguard.streams.runtime.app import create_app
     from meterguard.streams.runtime.topics import ensure_topics, topic_specs
 
     settings = load_settings()
+    log_format.install(settings.log_format, loglevel)  # MG_LOG_FORMAT=json: before Faust too
     if not settings.kafka_broker:
         err.print("[red]MG_KAFKA_BROKER is not set[/red] (e.g. kafka://127.0.0.1:9092)")
         raise typer.Exit(2)
@@ -63,7 +67,9 @@ def worker(
     security = settings.kafka_security.aiokafka_options()  # MG_KAFKA_SECURITY_PROTOCOL...
     asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings), client_options=security))
     app = create_app(settings)
-    argv = ["meterguard", "worker", "--loglevel", loglevel]
+    # json: Faust's start-up banner (a text table, not a log record) left out with --quiet.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    argv = ["meterguard", *quiet, "worker", "--loglevel", loglevel]
     argv += ["--without-web"] if without_web else ["--web-port", str(web_port or settings.web_port)]
     sys.argv = argv
     app.main()
@@ -88,7 +94,7 @@ def demo(
     )
 
 
-for command in (simulate, replay, reconcile, report, evaluate, bench):
+for command in (simulate, replay, reconcile, report, evaluate, bench, doctor, config_reference):
     cli.command()(command)
 
 

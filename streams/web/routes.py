@@ -148,6 +148,13 @@ def register_routes(app: faust.App, store: Store, settings: Settings) -> None:
                 held.command_id,
                 identity,
                 reason or "no reason given",
+                extra={
+                    "identity": held.identity,
+                    "alert_id": held.alert_id,
+                    "command_id": held.command_id,  # the released one, as in the message
+                    "action": "throttle.release",
+                    "actor": actor,
+                },
             )
             metrics.OPERATOR_ACTIONS.labels("throttle.release").inc()
             producer = app.producer
