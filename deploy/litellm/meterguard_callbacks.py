@@ -19,16 +19,13 @@ import os
 
 from meterguard.gateway import ThrottleClient
 from meterguard.gateway.litellm import MeterguardCallback
-from meterguard.gateway.publisher import DEFAULT_TOPIC, KafkaPublisher
+from meterguard.gateway.publisher import KafkaPublisher
 
 _broker = os.environ.get("MG_KAFKA_BROKER")
 _throttle_url = os.environ.get("MG_THROTTLE_URL")
 
 meterguard = MeterguardCallback(
-    publisher=(
-        KafkaPublisher.from_url(_broker, os.environ.get("MG_TOPIC_RAW") or DEFAULT_TOPIC)
-        if _broker
-        else None
-    ),
+    # MG_KAFKA_BROKER, MG_TOPIC_RAW and the Kafka security settings (SASL/TLS), as a worker.
+    publisher=KafkaPublisher.from_env() if _broker else None,
     throttle=ThrottleClient(_throttle_url) if _throttle_url else None,
 )
