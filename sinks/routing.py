@@ -96,7 +96,8 @@ class Destination:
     @property
     def public_name(self) -> str:
         if self.channel is not None:
-            return f"{public_url(self.url)}#{self.channel}"
+            # A channel may be given by name with its '#' (`#alerts`) or by id (`C123`).
+            return f"{public_url(self.url)}#{self.channel.removeprefix('#')}"
         return public_url(self.url, hide_path=self.kind == "slack")
 
 

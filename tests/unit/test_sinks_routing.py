@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from meterguard.sinks.routing import (
     AlertFilter,
+    Destination,
     RoutingConfig,
     WebhookRoute,
     destinations,
@@ -137,6 +138,12 @@ def test_destination_names_and_keys_carry_no_secrets():
     assert "abc" not in hook.key and "pw" not in hook.key and hook.key.startswith("webhook-")
     slack_url = "https://hooks.slack.com/services/T000/B000/SECRET"
     assert public_url(slack_url, hide_path=True) == "https://hooks.slack.com/…"
+
+
+@pytest.mark.parametrize("channel", ["#sec-alerts", "sec-alerts"])
+def test_a_slack_channel_is_named_with_one_hash_whether_given_with_it_or_not(channel: str):
+    api = Destination("slack", "https://slack.com/api/", "xoxb-1", AlertFilter(), channel=channel)
+    assert api.public_name == "https://slack.com/api/#sec-alerts"
 
 
 def test_the_shipped_example_policy_loads_and_names_its_routes():
