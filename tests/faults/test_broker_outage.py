@@ -31,9 +31,9 @@ from tests.support.polling import eventually
 from tests.support.tcp_proxy import ProxiedBroker, TcpProxy
 from tests.support.worker_process import produce, start_worker
 
-# Longer than the worker's session timeout (MG_SESSION_TIMEOUT_S, 6 s in tests) and its
-# producer's request timeout: the group falls apart and sends fail, not just slow down.
-OUTAGE_S = 20
+# Twice the worker's session timeout (MG_SESSION_TIMEOUT_S, 6 s): the group's membership
+# lapses and every fetch and send in flight fails or waits, not just slows down.
+OUTAGE_S = 12
 
 
 @pytest.fixture
