@@ -36,7 +36,8 @@ from tests.support.polling import eventually
 from tests.support.traffic import T0
 from tests.support.worker_process import Worker, produce, read_topics, start_worker
 
-FLOOD = 6_000  # 60 times the bar's floor; a million would take minutes: the cost per identity scales
+# 60 times the bar's floor; a million would take minutes here: the cost per identity scales.
+FLOOD = 6_000
 FLOOD_MINUTE = 64  # during the bursts and the retry loop (fault_stream.RUNAWAYS, LOOP_MINUTES)
 
 
